@@ -1,0 +1,64 @@
+"""The default model: a small VGG-style CNN (conv-norm-act blocks, max pooling, global average pooling).
+
+Sized for 28x28 and 32x32 images on a 2-core CPU: three stages of 3x3 convolutions, each halving the
+resolution, then a linear classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from trainlab.models.factory import register_model
+from trainlab.nn.activations import create_activation
+from trainlab.nn.norm import create_norm
+
+
+def conv_block(c_in: int, c_out: int, act: str, norm: str) -> nn.Sequential:
+    """3x3 conv (padding 1, so (N + 2 - 3) / 1 + 1 = N) -> norm -> activation."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), create_norm(norm, c_out), create_activation(act)
+    )
+
+
+class SmallCNN(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int] = (32, 64, 128),
+        act: str = "relu",
+        norm: str = "batch",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        stages: list[nn.Module] = []
+        c_in = in_channels
+        for i, width in enumerate(widths):
+            stages.append(conv_block(c_in, width, act, norm))
+            if i > 0:  # the first stage stays one conv wide: it is the costly one at full resolution
+                stages.append(conv_block(width, width, act, norm))
+            stages.append(nn.MaxPool2d(2))
+            c_in = width
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.head(self.features(x))
+
+
+@register_model("cnn")
+def cnn(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 28,
+    widths: Sequence[int] = (32, 64, 128),
+    act: str = "relu",
+    norm: str = "batch",
+    dropout: float = 0.0,
+) -> SmallCNN:
+    return SmallCNN(in_channels, num_classes, widths, act, norm, dropout)

@@ -1,0 +1,55 @@
+"""The model registry: `@register_model` on a thin function, `create_model(name, ...)` to build.
+
+Every registered function takes `in_channels`, `num_classes` and `image_size` (the input's height, so a
+family can pick its small-input variant), plus its own options such as `act`, `norm` and `dropout`.
+`create_model` validates the options against the function's signature and applies `init`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from trainlab.errors import ConfigError
+from trainlab.nn.init import INITIALIZERS, init_model
+from trainlab.registry import Registry, suggest
+
+MODELS = Registry("model")
+register_model = MODELS.register
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options a model accepts, with their defaults (inspect.Parameter.empty when required)."""
+    params = inspect.signature(MODELS.get(name)).parameters
+    return {k: p.default for k, p in params.items() if p.kind is not p.VAR_KEYWORD}
+
+
+def create_model(
+    name: str,
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 28,
+    init: str | None = None,
+    init_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build registered model `name`. Unknown options raise ConfigError naming the closest valid one.
+
+    Data-dependent initialisers (LSUV, data_dependent) need a batch, so the Trainer applies them;
+    here they are skipped.
+    """
+    accepted = model_options(name)
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(suggest(key, list(accepted), f"option for model {name!r}:"))
+    model = MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+    if init and not INITIALIZERS.meta(init).get("needs_data", False):
+        init_model(model, init, **(init_options or {}))
+    return model
+
+
+def list_models() -> list[str]:
+    return MODELS.list()

@@ -1,0 +1,54 @@
+"""Multi-layer perceptron: the lectures' 784-100-50-10 ReLU network, with configurable widths.
+
+Each hidden layer is Linear -> norm -> activation -> dropout, so the lecture's switches (activation,
+batch norm, dropout) all apply to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from trainlab.models.factory import register_model
+from trainlab.nn.activations import create_activation
+from trainlab.nn.norm import create_norm
+
+
+class MLP(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        widths: Sequence[int] = (100, 50),
+        act: str = "relu",
+        norm: str = "none",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width_in = in_features
+        for width in widths:
+            layers += [nn.Linear(width_in, width), create_norm(norm, width, dim=1), create_activation(act)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width_in = width
+        layers.append(nn.Linear(width_in, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.net(x)
+
+
+@register_model("mlp")
+def mlp(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 28,
+    widths: Sequence[int] = (100, 50),
+    act: str = "relu",
+    norm: str = "none",
+    dropout: float = 0.0,
+) -> MLP:
+    return MLP(in_channels * image_size * image_size, num_classes, widths, act, norm, dropout)
