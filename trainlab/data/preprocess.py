@@ -33,7 +33,10 @@ class Standardizer:
             self.stats = {"mean": x.mean(0, keepdim=True)}
         elif self.mode in ("channel_mean", "channel_mean_std"):
             mean, std = channel_mean_std(x)
-            self.stats = {"mean": mean, "std": std if self.mode == "channel_mean_std" else torch.ones_like(std)}
+            self.stats = {
+                "mean": mean,
+                "std": std if self.mode == "channel_mean_std" else torch.ones_like(std),
+            }
         return self
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,3 +87,25 @@ def channel_mean_std(x: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, 
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()
     return mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
+
+
+def channel_pca(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA of the per-pixel colour covariance (Krizhevsky et al. 2012, the AlexNet PCA lighting).
+
+    Every pixel of every image is one C-vector; Sigma = Cov over all N*H*W pixels of (N, C, H, W) `images`
+    (uint8 or float in [0, 1]). Returns eigenvalues (C,) in descending order and eigenvectors (C, C)
+    whose *columns* are the matching unit eigenvectors, so AlexNet's colour shift per image is
+    `eigenvectors @ (alpha * eigenvalues)` with alpha ~ N(0, 0.1^2).
+    """
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64, device=images.device)
+    outer = torch.zeros(c, c, dtype=torch.float64, device=images.device)
+    for start in range(0, images.shape[0], chunk):
+        pixels = as_float01(images[start : start + chunk]).double().transpose(0, 1).reshape(c, -1)  # (C, P)
+        total += pixels.sum(1)
+        outer += pixels @ pixels.T
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    cov = outer / count - torch.outer(mean, mean)
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+    return eigenvalues.flip(0).clamp_min(0).float(), eigenvectors.flip(1).float()
