@@ -19,7 +19,9 @@ from trainlab.nn.norm import create_norm
 def conv_block(c_in: int, c_out: int, act: str, norm: str) -> nn.Sequential:
     """3x3 conv (padding 1, so (N + 2 - 3) / 1 + 1 = N) -> norm -> activation."""
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), create_norm(norm, c_out), create_activation(act)
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
+        create_norm(norm, c_out),
+        create_activation(act),
     )
 
 

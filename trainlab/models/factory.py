@@ -45,7 +45,9 @@ def create_model(
     for key in options:
         if key not in accepted:
             raise ConfigError(suggest(key, list(accepted), f"option for model {name!r}:"))
-    model = MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+    model = MODELS.get(name)(
+        in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options
+    )
     if init and not INITIALIZERS.meta(init).get("needs_data", False):
         init_model(model, init, **(init_options or {}))
     return model

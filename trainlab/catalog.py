@@ -1,0 +1,125 @@
+"""Every registry trainlab has, by family name, for `trainlab list FAMILY [--json]`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainlab.errors import ConfigError
+from trainlab.registry import Registry, suggest
+
+
+def registry_rows(registry: Registry) -> list[dict]:
+    return [{"name": name, **registry.meta(name)} for name in registry.list()]
+
+
+def models() -> list[dict]:
+    from trainlab.models import MODELS, model_options
+
+    return [
+        {
+            "name": n,
+            "options": ", ".join(
+                k for k in model_options(n) if k not in ("in_channels", "num_classes", "image_size")
+            ),
+        }
+        for n in MODELS.list()
+    ]
+
+
+def datasets() -> list[dict]:
+    from trainlab.data.datasets import DATASETS, search_roots
+
+    rows = [
+        {"name": n, "classes": len(DATASETS.get(n).classes), "searched": str(search_roots(n)[-1])}
+        for n in DATASETS.list()
+    ]
+    return rows + [{"name": "folder:PATH", "classes": "one per subfolder", "searched": "PATH"}]
+
+
+def recipes() -> list[dict]:
+    from trainlab.config import read_recipe, recipe_names
+
+    return [
+        {
+            "name": n,
+            "model": read_recipe(n).get("model", {}).get("name", "cnn"),
+            "epochs": read_recipe(n).get("train", {}).get("epochs", ""),
+        }
+        for n in recipe_names()
+    ]
+
+
+def activations() -> list[dict]:
+    from trainlab.nn.activations import activation_table
+
+    return activation_table()
+
+
+def initializers() -> list[dict]:
+    from trainlab.nn.init import INITIALIZERS
+
+    return registry_rows(INITIALIZERS)
+
+
+def norms() -> list[dict]:
+    from trainlab.nn.norm import NORMS
+
+    return registry_rows(NORMS)
+
+
+def preprocessing() -> list[dict]:
+    from trainlab.data.preprocess import MODES
+
+    return [{"name": m} for m in MODES]
+
+
+def augmentations() -> list[dict]:
+    from trainlab.data.augment import AUGMENTATIONS
+
+    return registry_rows(AUGMENTATIONS)
+
+
+def optimizers() -> list[dict]:
+    from trainlab.train.optim import OPTIMIZERS
+
+    return registry_rows(OPTIMIZERS)
+
+
+def schedules() -> list[dict]:
+    from trainlab.train.optim import SCHEDULES
+
+    return registry_rows(SCHEDULES)
+
+
+def penalties() -> list[dict]:
+    from trainlab.nn.regularize import PENALTIES
+
+    return registry_rows(PENALTIES)
+
+
+def experiments() -> list[dict]:
+    from trainlab.experiments import EXPERIMENTS
+
+    return registry_rows(EXPERIMENTS)
+
+
+FAMILIES: dict[str, Callable[[], list[dict]]] = {
+    "models": models,
+    "datasets": datasets,
+    "recipes": recipes,
+    "activations": activations,
+    "initializers": initializers,
+    "norms": norms,
+    "preprocessing": preprocessing,
+    "augmentations": augmentations,
+    "optimizers": optimizers,
+    "schedules": schedules,
+    "penalties": penalties,
+    "experiments": experiments,
+}
+
+
+def rows(family: str) -> list[dict]:
+    if family not in FAMILIES:
+        raise ConfigError(suggest(family, list(FAMILIES), "family to list"))
+    return FAMILIES[family]()

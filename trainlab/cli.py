@@ -1,0 +1,239 @@
+"""`trainlab`: a thin argparse layer over the library. Bad input ends in one line on stderr and a
+non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from trainlab.errors import TrainlabError
+
+EXIT_BAD_INPUT = 2
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from trainlab.config import Config, load_config
+    from trainlab.train.run import train
+
+    if args.resume:
+        config_path = Path(args.resume) / "config.json"
+        if not config_path.exists():
+            raise TrainlabError(f"{args.resume}: no config.json (expected a run directory to resume)")
+        cfg = Config.from_dict(json.loads(config_path.read_text()))
+        out = Path(args.resume)
+    else:
+        overrides = [
+            f"{key}={value}"
+            for key, value in (
+                ("data.dataset", args.dataset),
+                ("model.name", args.model),
+                ("train.epochs", args.epochs),
+                ("data.batch_size", args.batch_size),
+                ("optim.lr", args.lr),
+                ("optim.name", args.optimizer),
+                ("train.seed", args.seed),
+                ("train.device", args.device),
+                ("data.limit_train", args.limit_train),
+                ("data.augment", json.dumps(args.augment) if args.augment is not None else None),
+                ("train.diagnose", "true" if args.diagnose else None),
+            )
+            if value is not None
+        ]
+        cfg = load_config(args.recipe, overrides + list(args.set))
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs")
+            / f"{cfg.data.dataset.replace(':', '_').replace('/', '_')}-{cfg.model.name}-{stamp}"
+        )
+    result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    s = result.summary
+    print(
+        f"test accuracy {s['test_accuracy']:.4f}  test loss {s['test_loss']:.4f}  "
+        f"({s['epochs_run']} epochs, {s['train_seconds']:.1f}s training, "
+        f"{s['total_seconds']:.1f}s in all, {s['device']})"
+    )
+    print(f"report: {out / 'report.html'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from trainlab.predict import evaluate_run
+
+    result = evaluate_run(args.run_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"test accuracy {result['test_accuracy']:.4f}\n")
+    print(f"{'class':>14} {'precision':>9} {'recall':>7} {'f1':>6}")
+    for i, name in enumerate(result["classes"]):
+        print(f"{name:>14} {result['precision'][i]:9.4f} {result['recall'][i]:7.4f} {result['f1'][i]:6.4f}")
+    print("\nconfusion matrix (rows: true class, columns: predicted)")
+    for row in result["confusion_matrix"]:
+        print(" ".join(f"{c:5d}" for c in row))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from trainlab.predict import load_trained, predict_files
+
+    if args.top_k < 1:
+        raise TrainlabError(f"--top-k must be at least 1, got {args.top_k}")
+    results = predict_files(load_trained(args.run_dir), args.files, args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for item in results:
+        ranked = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in item["predictions"])
+        print(f"{item['file']}: {ranked}")
+
+
+def list_rows(family: str) -> list[dict]:
+    """Rows for `trainlab list FAMILY`: a name per row, plus whatever the family describes."""
+    from trainlab import catalog
+
+    return catalog.rows(family)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows = list_rows(args.family)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    if args.action == "fetch":
+        from trainlab.data.fetch import fetch_dataset
+
+        print(f"{args.name}: downloaded and verified into {fetch_dataset(args.name, args.dest)}")
+        return
+    from trainlab.data.datasets import load_dataset
+    from trainlab.data.preprocess import channel_mean_std
+
+    data = load_dataset(args.name)
+    mean, std = channel_mean_std(data.train_images)
+    info = {
+        "name": data.name,
+        "location": str(data.root),
+        "train_size": len(data.train_images),
+        "test_size": len(data.test_images),
+        "image_shape": list(data.image_shape),
+        "num_classes": data.num_classes,
+        "classes": data.classes,
+        "channel_mean": [round(v, 4) for v in mean.flatten().tolist()],
+        "channel_std": [round(v, 4) for v in std.flatten().tolist()],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>13}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from trainlab.models.summary import summary_command
+
+    print(summary_command(args.model, args.input, args.num_classes, args.json))
+
+
+def cmd_augment(args: argparse.Namespace) -> None:
+    from trainlab.data.augment.preview import preview_command
+
+    print(preview_command(args.dataset, args.image, args.augment, args.out, seed=args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (the default recipe with no arguments)")
+    p.add_argument(
+        "--recipe", default="default", help="recipe name (see `trainlab list recipes`) or a .toml path"
+    )
+    p.add_argument("--dataset")
+    p.add_argument("--model")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
+    p.add_argument("--augment", metavar="SPEC", help='augmentation spec, e.g. "hflip,translate=2"')
+    p.add_argument("--diagnose", action="store_true", help="record activation and gradient diagnostics")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
+    p.add_argument("--out", help="run directory (default: runs/<dataset>-<model>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy, confusion matrix, per-class precision/recall/F1")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("list", help="list a registry: models, datasets, recipes, activations, ...")
+    p.add_argument("family")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("data", help="fetch a dataset or show what is known about it")
+    p.add_argument("action", choices=["fetch", "info"])
+    p.add_argument("name")
+    p.add_argument("--dest", help="fetch: target folder (default: the first search location)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("summary", help="per-layer shapes, memory, parameters and multiply-accumulates")
+    p.add_argument("model")
+    p.add_argument("--input", default="1x28x28", metavar="CxHxW")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("augment", help="see what an augmentation spec does")
+    p.add_argument("action", choices=["preview"])
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--image", default=None)
+    p.add_argument("--augment", required=True, metavar="SPEC")
+    p.add_argument("--out", default="augment-preview.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_augment)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TrainlabError as e:
+        print(f"trainlab: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        print(f"trainlab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("trainlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The dataset registry: where each dataset lives on disk and how to read it.
+
+Search order for a dataset's files: $TRAINLAB_DATA/<name>/, ~/.cache/trainlab/<name>/,
+/usr/share/datasets/<name>/ (Debian's `dataset-fashion-mnist` package installs there).
+`folder:PATH` reads an image folder with one subfolder per class.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainlab.data import formats
+from trainlab.errors import DataError
+from trainlab.registry import Registry
+
+DATASETS = Registry("dataset")
+
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass
+class ImageDataset:
+    """A whole dataset in memory: images (N, C, H, W) uint8, labels (N,) int64, CPU tensors."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+    root: Path | None = None
+    files: dict[str, list[Path]] = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    files: tuple[str, ...]  # file names the reader needs, without .gz
+    classes: list[str]
+    reader: str  # "idx" or "cifar10" / "cifar100"
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS.register(spec.name)(spec)
+    return spec
+
+
+register_dataset(DatasetSpec("fashion-mnist", tuple(IDX_FILES.values()), FASHION_CLASSES, "idx"))
+register_dataset(DatasetSpec("mnist", tuple(IDX_FILES.values()), [str(i) for i in range(10)], "idx"))
+register_dataset(
+    DatasetSpec(
+        "cifar10",
+        tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",),
+        CIFAR10_CLASSES,
+        "cifar10",
+    )
+)
+register_dataset(
+    DatasetSpec("cifar100", ("train.bin", "test.bin"), [f"class_{i}" for i in range(100)], "cifar100")
+)
+
+
+def search_roots(name: str) -> list[Path]:
+    """Where a dataset's files are looked for, in order."""
+    roots = []
+    if os.environ.get("TRAINLAB_DATA"):
+        roots.append(Path(os.environ["TRAINLAB_DATA"]) / name)
+    roots.append(Path.home() / ".cache" / "trainlab" / name)
+    roots.append(Path("/usr/share/datasets") / name)
+    return roots
+
+
+def find_file(root: Path, stem: str) -> Path | None:
+    """`stem` or `stem.gz` under root, also inside the subfolders the official archives unpack to."""
+    for folder in (root, root / "cifar-10-batches-bin", root / "cifar-100-binary"):
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def locate(name: str) -> Path:
+    """The first search root that holds every file of dataset `name`; DataError listing the places tried."""
+    spec = DATASETS.get(name)
+    for root in search_roots(spec.name):
+        if all(find_file(root, stem) for stem in spec.files):
+            return root
+    tried = ", ".join(str(r) for r in search_roots(spec.name))
+    raise DataError(
+        f"dataset {spec.name!r} not found (looked in {tried}); run `trainlab data fetch {spec.name}`"
+        + (" or `apt-get install dataset-fashion-mnist`" if spec.name == "fashion-mnist" else "")
+    )
+
+
+def load_dataset(name: str) -> ImageDataset:
+    """Load a registered dataset, or an image folder given as `folder:PATH`."""
+    if name.startswith("folder:"):
+        return load_image_folder(Path(name[len("folder:") :]))
+    spec = DATASETS.get(name)
+    root = locate(spec.name)
+    paths = [find_file(root, stem) for stem in spec.files]
+    if spec.reader == "idx":
+        return load_idx_dataset(spec, root, dict(zip(IDX_FILES, paths)))
+    label_bytes, label_index = (1, 0) if spec.reader == "cifar10" else (2, 1)
+    train_x, train_y = formats.read_cifar_binary(paths[:-1], label_bytes, label_index)
+    test_x, test_y = formats.read_cifar_binary(paths[-1:], label_bytes, label_index)
+    formats.check_labels(train_y, len(spec.classes), paths[0])
+    formats.check_labels(test_y, len(spec.classes), paths[-1])
+    return make_dataset(spec.name, train_x, train_y, test_x, test_y, spec.classes, root)
+
+
+def load_idx_dataset(spec: DatasetSpec, root: Path, paths: dict[str, Path]) -> ImageDataset:
+    arrays = {key: formats.read_idx(path) for key, path in paths.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(f"{paths[f'{split}_images']}: expected (N, H, W) images and (N,) labels")
+        if len(images) != len(labels):
+            raise DataError(
+                f"{paths[f'{split}_labels']}: {len(labels)} labels for {len(images)} images in "
+                f"{paths[f'{split}_images'].name}"
+            )
+        formats.check_labels(labels, len(spec.classes), paths[f"{split}_labels"])
+    return make_dataset(
+        spec.name,
+        arrays["train_images"][:, None],
+        arrays["train_labels"],
+        arrays["test_images"][:, None],
+        arrays["test_labels"],
+        spec.classes,
+        root,
+    )
+
+
+def make_dataset(name, train_x, train_y, test_x, test_y, classes, root, files=None) -> ImageDataset:
+    as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8))  # noqa: E731
+    as_labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return ImageDataset(
+        name,
+        as_images(train_x),
+        as_labels(train_y),
+        as_images(test_x),
+        as_labels(test_y),
+        classes,
+        root,
+        files or {},
+    )
+
+
+def load_image_folder(root: Path) -> ImageDataset:
+    """`root/train/<class>/*` and `root/test/<class>/*` if present, else `root/<class>/*` (test split empty).
+
+    All images are converted to one channel count (1 if every image is grey, else 3) and resized to the
+    first image's size; see formats.to_pixels for the mode conversions.
+    """
+    has_splits = (root / "train").is_dir()
+    train_files, train_y, classes = formats.scan_image_folder(root / "train" if has_splits else root)
+    test_files, test_y = [], np.zeros(0, dtype=np.int64)
+    if has_splits and (root / "test").is_dir():
+        test_files, test_y, test_classes = formats.scan_image_folder(root / "test")
+        if test_classes != classes:
+            raise DataError(f"{root / 'test'}: class folders {test_classes} differ from train's {classes}")
+    channels, size = formats.folder_geometry(train_files)
+    read = lambda files: np.stack([formats.load_image(p, channels, size) for p in files])  # noqa: E731
+    empty = np.zeros((0, channels, *size), dtype=np.uint8)
+    test_x = read(test_files) if test_files else empty
+    return make_dataset(
+        f"folder:{root}", read(train_files), train_y, test_x, test_y, classes, root, {"train": train_files}
+    )
+
+
+def split_train_val(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split of range(n) into (train indices, validation indices), both sorted."""
+    if not 0 <= val_size < n:
+        raise DataError(
+            f"validation size {val_size} is out of range for {n} training images (expected 0..{n - 1})"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.list() + ["folder:PATH"]

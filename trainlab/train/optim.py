@@ -1,0 +1,98 @@
+"""Optimisers and learning-rate schedules.
+
+Schedules are pure functions of progress: `lr(step) = peak_lr * factor(step / total_steps)`, so a
+resumed run needs only the global step to be back on the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from trainlab.config import OptimConfig, ScheduleConfig
+from trainlab.errors import ConfigError
+from trainlab.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights only: biases and norm parameters (1-D tensors) are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+    )
+
+
+@OPTIMIZERS.register("adam")
+def adam(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam with weight decay added to the gradient (L2 in the loss, coupled to the adaptive scaling)."""
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW: weight decay decoupled from the gradient (Loshchilov & Hutter 2019)."""
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
+    return OPTIMIZERS.create(cfg.name, param_groups(model, cfg.weight_decay), cfg)
+
+
+@SCHEDULES.register("constant")
+def constant(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
+    return lambda t: 1.0
+
+
+@SCHEDULES.register("step")
+def step(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
+    """Multiply by gamma every `step_epochs` epochs."""
+    return lambda t: cfg.gamma ** math.floor(t * epochs / cfg.step_epochs)
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
+    """Linear warmup from 0 over `warmup_epochs`, then half a cosine down to `final_lr_frac`."""
+    warm = min(cfg.warmup_epochs / epochs, 1.0) if epochs else 0.0
+
+    def factor(t: float) -> float:
+        if t < warm:
+            return t / warm
+        progress = (t - warm) / max(1.0 - warm, 1e-12)
+        return cfg.final_lr_frac + (1 - cfg.final_lr_frac) * 0.5 * (
+            1 + math.cos(math.pi * min(progress, 1.0))
+        )
+
+    return factor
+
+
+@SCHEDULES.register("onecycle")
+def onecycle(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
+    """Smith's one-cycle, piecewise linear: rise from 10% to the peak over `pct_start`, then fall to
+    `final_lr_frac`."""
+
+    def factor(t: float) -> float:
+        if t < cfg.pct_start:
+            return 0.1 + 0.9 * t / cfg.pct_start
+        progress = (t - cfg.pct_start) / max(1.0 - cfg.pct_start, 1e-12)
+        return 1.0 + (cfg.final_lr_frac - 1.0) * min(progress, 1.0)
+
+    return factor
+
+
+def create_schedule(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
+    """factor(t) for training progress t in [0, 1]."""
+    return SCHEDULES.create(cfg.name, cfg, epochs)

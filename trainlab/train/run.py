@@ -1,0 +1,228 @@
+"""A whole run, as the lecture orders it: dataset -> preprocess -> augment -> model -> trainer ->
+evaluate -> report. `train(cfg, out)` is what `trainlab train` calls.
+
+Run directory:
+    config.json            the fully resolved config
+    metrics.csv            one row per epoch
+    checkpoints/           last.safetensors (resume point), best.safetensors
+    model.safetensors      the evaluated weights + preprocessing + class names, for eval / predict
+    summary.json           test accuracy and loss, best validation accuracy, timing, device, versions
+    curves.png, report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainlab.config import Config
+from trainlab.data.augment import Augment
+from trainlab.data.datasets import ImageDataset, load_dataset, split_train_val
+from trainlab.data.loader import DeviceLoader
+from trainlab.data.preprocess import Standardizer
+from trainlab.errors import ConfigError, TrainlabError
+from trainlab.models import create_model
+from trainlab.nn.init import INITIALIZERS, init_model
+from trainlab.train.callbacks import Callback, Checkpointer, CSVLogger, EarlyStopping, ProgressBar
+from trainlab.train.checkpoint import atomic_write_text, load_checkpoint, prefixed, save_checkpoint
+from trainlab.train.metrics import confusion_matrix
+from trainlab.train.optim import create_optimizer, create_schedule
+from trainlab.train.trainer import Trainer
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    history: list[dict[str, float]]
+    model: torch.nn.Module
+    run_dir: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r}, but CUDA is not available here (expected auto or cpu)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"train.device={name!r}: expected auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Splits:
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+
+def make_splits(data: ImageDataset, cfg: Config, device: torch.device) -> Splits:
+    """Seeded train/validation split of the training set; the test set stays untouched until the end."""
+    train_idx, val_idx = split_train_val(len(data.train_images), cfg.data.val_size, cfg.train.seed)
+    if cfg.data.limit_train is not None:
+        if cfg.data.limit_train <= 0:
+            raise ConfigError(f"data.limit_train must be positive, got {cfg.data.limit_train}")
+        train_idx = train_idx[: cfg.data.limit_train]
+    on = lambda x, i: x[i].to(device)  # noqa: E731
+    return Splits(
+        (on(data.train_images, train_idx), on(data.train_labels, train_idx)),
+        (on(data.train_images, val_idx), on(data.train_labels, val_idx)),
+        (data.test_images.to(device), data.test_labels.to(device)),
+    )
+
+
+def build_model(cfg: Config, data_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    return create_model(
+        cfg.model.name,
+        in_channels=data_shape[0],
+        num_classes=num_classes,
+        image_size=data_shape[1],
+        init=cfg.model.init,
+        init_options=cfg.model.init_options,
+        **cfg.model.options,
+    )
+
+
+def create_penalty_from(cfg: Config):
+    if cfg.penalty.name == "none":
+        return None
+    from trainlab.nn.regularize import create_penalty
+
+    return create_penalty(cfg.penalty.name, cfg.penalty.strength, **cfg.penalty.options)
+
+
+def train(
+    cfg: Config,
+    out: Path | str | None = None,
+    *,
+    resume: bool = False,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
+) -> RunResult:
+    """Train and evaluate one configuration. With `out`, everything is written to that run directory;
+    with `resume`, training continues from out/checkpoints/last.safetensors."""
+    started = time.perf_counter()
+    run_dir = Path(out) if out is not None else None
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+
+    data = load_dataset(cfg.data.dataset)
+    splits = make_splits(data, cfg, device)
+    standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options).fit(splits.train[0])
+    model = build_model(cfg, data.image_shape, data.num_classes).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
+        batch = standardizer(splits.train[0][: cfg.data.batch_size].float().div(255))
+        init_model(model, cfg.model.init, batch=batch, **cfg.model.init_options)
+    augment = Augment(cfg.data.augment, seed=cfg.train.seed, num_classes=data.num_classes, device=str(device))
+    train_loader = DeviceLoader(
+        *splits.train, cfg.data.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed
+    )
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the {len(splits.train[0])} training images"
+        )
+    val_loader = DeviceLoader(*splits.val, cfg.data.eval_batch_size)
+
+    meta = {"config": cfg.to_dict(), "classes": data.classes, "image_shape": list(data.image_shape)}
+    fixed_tensors = prefixed("preprocess", standardizer.state_dict())
+    run_callbacks = [ProgressBar(progress), *callbacks]
+    if cfg.train.early_stopping:
+        run_callbacks.append(
+            EarlyStopping(cfg.train.early_stopping, cfg.train.min_delta, restore_best=cfg.train.restore_best)
+        )
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        run_callbacks += [
+            CSVLogger(run_dir / "metrics.csv"),
+            Checkpointer(run_dir / "checkpoints", fixed_tensors, meta),
+        ]
+    if cfg.train.diagnose:
+        from trainlab.diagnose import diagnostic_callbacks
+
+        run_callbacks += diagnostic_callbacks(run_dir)
+
+    trainer = Trainer(
+        model,
+        create_optimizer(model, cfg.optim),
+        epochs=cfg.train.epochs,
+        schedule=create_schedule(cfg.schedule, cfg.train.epochs),
+        transform=standardizer,
+        augment=augment if augment else None,
+        penalty=create_penalty_from(cfg),
+        label_smoothing=cfg.train.label_smoothing,
+        grad_clip=cfg.train.grad_clip,
+        ema_decay=cfg.train.ema,
+        tta=cfg.train.tta,
+        callbacks=run_callbacks,
+        stateful={"loader": train_loader, "augment": augment},
+        compile=cfg.train.compile,
+        device=device,
+    )
+    if resume:
+        if run_dir is None:
+            raise TrainlabError("resume needs the run directory")
+        trainer.load_state(*load_checkpoint(run_dir / "checkpoints" / "last.safetensors"))
+    setup_seconds = time.perf_counter() - started
+
+    history = trainer.fit(train_loader, val_loader)
+    train_seconds = sum(h["seconds"] for h in history)  # every epoch's, also those before a resume
+
+    logits, labels = trainer.predict_logits(DeviceLoader(*splits.test, cfg.data.eval_batch_size))
+    predictions = logits.argmax(1)
+    summary = {
+        "test_accuracy": float((predictions == labels).float().mean()) if len(labels) else float("nan"),
+        "test_loss": float(torch.nn.functional.cross_entropy(logits, labels))
+        if len(labels)
+        else float("nan"),
+        "best_val_accuracy": max(
+            (h.get("val_accuracy", float("nan")) for h in history), default=float("nan")
+        ),
+        "epochs_run": trainer.epoch,
+        "train_seconds": train_seconds,
+        "setup_seconds": setup_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "device": device_name(device),
+        "torch_version": torch.__version__,
+        "seed": cfg.train.seed,
+        "dataset": cfg.data.dataset,
+        "model": cfg.model.name,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if run_dir is not None:
+        confusion = confusion_matrix(predictions, labels, data.num_classes).cpu()
+        write_outputs(run_dir, trainer, summary, meta, fixed_tensors, confusion)
+    return RunResult(summary, history, trainer.eval_model, run_dir)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
+def write_outputs(run_dir, trainer, summary, meta, fixed_tensors, confusion) -> None:
+    from trainlab.report.html import write_report
+
+    weights = prefixed("model", trainer.eval_model.state_dict())
+    save_checkpoint(run_dir / "model.safetensors", {**weights, **fixed_tensors}, meta)
+    summary = {**summary, "confusion_matrix": confusion.tolist()}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    write_report(run_dir, meta["config"], trainer.history, summary, meta["classes"])

@@ -1,0 +1,252 @@
+"""The Trainer: one loop for every run, with the lecture's switches plugged in.
+
+    trainer = Trainer(model, optimizer, schedule=factor, epochs=5, transform=standardizer)
+    history = trainer.fit(train_loader, val_loader)
+
+Per step: uint8 batch -> float [0, 1] -> augment (may return soft targets) -> preprocess -> forward
+(bf16 autocast on CUDA) -> loss (+ penalty) -> backward -> clip -> step. Loss sums, correct counts
+and the first non-finite step accumulate in device tensors; the host reads them once per epoch, so
+there is no host-device sync per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainlab.errors import TrainlabError
+from trainlab.train.callbacks import Callback
+from trainlab.train.losses import cross_entropy, hard_labels
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TrainingDiverged(TrainlabError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        epochs: int,
+        schedule: Callable[[float], float] | None = None,
+        transform: Transform | None = None,
+        augment: Callable | None = None,
+        penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+        label_smoothing: float = 0.0,
+        grad_clip: float | None = None,
+        ema_decay: float | None = None,
+        tta: bool = False,
+        callbacks: Iterable[Callback] = (),
+        stateful: dict[str, Any] | None = None,
+        compile: bool = False,
+        device: torch.device | str = "cpu",
+    ):
+        """`stateful` names objects with state_dict()/load_state_dict() of tensors (the loader's and the
+        augmentation's generators) that checkpoints must carry for an exact resume."""
+        self.model, self.optimizer, self.epochs = model, optimizer, epochs
+        self.schedule, self.transform, self.augment, self.penalty = schedule, transform, augment, penalty
+        self.label_smoothing, self.grad_clip, self.tta = label_smoothing, grad_clip, tta
+        self.forward = torch.compile(model) if compile else model  # weights stay shared with `model`
+        self.callbacks = sorted(callbacks, key=lambda c: c.order)
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.ema_decay = ema_decay
+        self.ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.steps_per_epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.stop_training = False
+        self.extra_state: dict[str, Any] = {}  # callbacks keep resumable state here (best metric, ...)
+        self.stateful = stateful or {}
+
+    # ----------------------------------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float in [0, 1]."""
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transform(x) if self.transform else x
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda and x.ndim == 4 else x
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+
+    def set_lr(self) -> float:
+        factor = 1.0
+        if self.schedule is not None:
+            total = max(self.epochs * self.steps_per_epoch, 1)
+            factor = self.schedule(min(self.global_step / total, 1.0))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns (loss, correct count) as device tensors."""
+        x, targets = self.prepare(images), labels
+        if self.augment:
+            x, targets = self.augment(x, labels)
+        x = self.model_input(x)
+        with self.autocast():
+            logits = self.forward(x)
+            loss = cross_entropy(logits, targets, self.label_smoothing)
+            if self.penalty is not None:
+                loss = loss + self.penalty(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        if self.ema_model is not None:
+            self.update_ema()
+        correct = (logits.detach().argmax(1) == hard_labels(targets)).sum()
+        return loss.detach(), correct
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        ema = list(self.ema_model.parameters())
+        torch._foreach_lerp_(ema, list(self.model.parameters()), 1.0 - self.ema_decay)
+        for ema_buffer, buffer in zip(self.ema_model.buffers(), self.model.buffers()):
+            ema_buffer.copy_(buffer)
+
+    def train_epoch(self, loader: Iterable) -> dict[str, float]:
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        count = 0
+        lr = self.set_lr()
+        for step, (images, labels) in enumerate(loader):
+            for cb in self.callbacks:
+                cb.on_train_batch_begin(self, step)
+            lr = self.set_lr()
+            loss, batch_correct = self.train_step(images, labels)
+            loss_sum += loss * len(labels)
+            correct += batch_correct
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), self.global_step, first_bad)
+            count += len(labels)
+            self.global_step += 1
+            for cb in self.callbacks:
+                cb.on_train_batch_end(self, step, loss)
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            last_good = self.extra_state.get("last_checkpoint", "none written yet")
+            raise TrainingDiverged(
+                f"loss became non-finite at step {bad_step} (epoch {self.epoch + 1}); "
+                f"last good checkpoint: {last_good}"
+            )
+        return {
+            "train_loss": float(loss_sum) / max(count, 1),
+            "train_accuracy": int(correct) / max(count, 1),
+            "lr": lr,
+        }
+
+    @torch.no_grad()
+    def predict_logits(
+        self, loader: Iterable, model: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (N, K) float32, labels (N,)) over a loader, in eval mode; with TTA, the mean over the
+        image and its horizontal mirror."""
+        model = model or self.eval_model
+        was_training = model.training
+        model.eval()
+        all_logits, all_labels = [], []
+        for images, labels in loader:
+            x = self.model_input(self.prepare(images))
+            with self.autocast():
+                logits = model(x).float()
+                if self.tta:
+                    logits = 0.5 * (logits + model(x.flip(-1)).float())
+            all_logits.append(logits)
+            all_labels.append(labels)
+        model.train(was_training)
+        return torch.cat(all_logits), torch.cat(all_labels)
+
+    def evaluate(self, loader: Iterable, model: nn.Module | None = None) -> dict[str, float]:
+        logits, labels = self.predict_logits(loader, model)
+        loss = cross_entropy(logits, labels)
+        return {"loss": float(loss), "accuracy": float((logits.argmax(1) == labels).float().mean())}
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema_model if self.ema_model is not None else self.model
+
+    # ----------------------------------------------------------------------------------------------
+    def fit(self, train_loader: Iterable, val_loader: Iterable | None = None) -> list[dict[str, float]]:
+        self.steps_per_epoch = len(train_loader)
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < self.epochs and not self.stop_training:
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, self.epoch + 1)
+            start = time.perf_counter()
+            logs = {"epoch": self.epoch + 1, **self.train_epoch(train_loader)}
+            if val_loader is not None and len(val_loader):
+                val = self.evaluate(val_loader)
+                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            logs["seconds"] = time.perf_counter() - start
+            self.epoch += 1
+            self.history.append(logs)
+            if "val_loss" in logs:
+                for cb in self.callbacks:
+                    cb.on_validation_end(self, self.epoch, logs)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, self.epoch, logs)
+        final = {"epochs_run": self.epoch, "history": self.history}
+        for cb in self.callbacks:
+            cb.on_train_end(self, final)
+        return self.history
+
+    # ----------------------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to resume: weights, optimizer buffers, RNG and generator states."""
+        from trainlab.train.checkpoint import optimizer_to_flat, prefixed, rng_state
+
+        tensors = prefixed("model", self.model.state_dict())
+        optim_tensors, _ = optimizer_to_flat(self.optimizer)
+        tensors.update(prefixed("optim", optim_tensors))
+        tensors.update(prefixed("rng", rng_state()))
+        if self.ema_model is not None:
+            tensors.update(prefixed("ema", self.ema_model.state_dict()))
+        for name, obj in self.stateful.items():
+            tensors.update(prefixed(name, obj.state_dict()))
+        return tensors
+
+    def state_meta(self) -> dict[str, Any]:
+        from trainlab.train.checkpoint import optimizer_to_flat
+
+        _, optim_meta = optimizer_to_flat(self.optimizer)
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "history": self.history,
+            "optim": optim_meta,
+            "extra_state": self.extra_state,
+        }
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        from trainlab.train.checkpoint import optimizer_from_flat, set_rng_state, unprefixed
+
+        self.model.load_state_dict(unprefixed("model", tensors))
+        optim_tensors = {k: v.to(self.device) for k, v in unprefixed("optim", tensors).items()}
+        optimizer_from_flat(self.optimizer, optim_tensors, meta["optim"])
+        if self.ema_model is not None:
+            self.ema_model.load_state_dict(unprefixed("ema", tensors))
+        set_rng_state(unprefixed("rng", tensors))
+        for name, obj in self.stateful.items():
+            obj.load_state_dict(unprefixed(name, tensors))
+        self.epoch, self.global_step = meta["epoch"], meta["global_step"]
+        self.history = meta["history"]
+        self.extra_state = meta["extra_state"]
