@@ -1,0 +1,132 @@
+"""The invariants of issue 7: flips, integer shifts, rotation by 0, mixing targets."""
+
+import torch
+
+from trainlab.data.augment import Augment
+from trainlab.data.augment.geometric import resample, rotation, translation
+
+
+def images(n=8, c=3, h=12, w=16, dtype=torch.float32):
+    x = torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(0))
+    return (x * 255).round().to(torch.uint8) if dtype == torch.uint8 else x
+
+
+def test_hflip_twice_is_identity():
+    x = images(dtype=torch.uint8)
+    flip = Augment("hflip=1")
+    once, _ = flip(x, torch.zeros(8))
+    twice, _ = flip(once, torch.zeros(8))
+    assert torch.equal(once, x.flip(3)) and torch.equal(twice, x)
+
+
+def test_vflip_is_a_flip_of_rows():
+    x = images()
+    out, _ = Augment("vflip=1")(x, torch.zeros(8))
+    assert torch.equal(out, x.flip(2))
+
+
+def test_integer_translate_moves_content_exactly():
+    x = images(n=64, dtype=torch.uint8)
+    aug = Augment("translate=3")
+    out, _ = aug(x, torch.zeros(64))
+    assert aug.stages[0].integer  # the copy-only path
+    for i in range(64):  # find each sample's shift and check every pixel, zeros where content left
+        found = False
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                shifted = torch.zeros_like(x[i])
+                src = x[i][:, max(0, -dy) : 12 - max(0, dy), max(0, -dx) : 16 - max(0, dx)]
+                shifted[:, max(0, dy) : max(0, dy) + src.shape[1], max(0, dx) : max(0, dx) + src.shape[2]] = (
+                    src
+                )
+                found |= torch.equal(out[i], shifted)
+        assert found, f"sample {i} is not an exact integer shift"
+
+
+def test_pad_crop_matches_pad_then_crop():
+    x = images(n=32, dtype=torch.uint8)
+    out, _ = Augment("pad_crop=2")(x, torch.zeros(32))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    crops = padded.unfold(2, 12, 1).unfold(3, 16, 1)  # (N, C, 5, 5, 12, 16): every crop
+    for i in range(32):
+        assert any(torch.equal(out[i], crops[i, :, a, b]) for a in range(5) for b in range(5))
+
+
+def test_float_translate_by_whole_pixels_matches_copy():
+    x = images()
+    shift = torch.tensor([2.0, -1.0, 0.0, 3.0, 1.0, -2.0, 0.0, 1.0])
+    out = resample(x, translation(-shift, torch.zeros(8)))  # inverse map: read from x - shift
+    for i, s in enumerate(shift.long().tolist()):
+        expected = torch.zeros_like(x[i])
+        if s >= 0:
+            expected[:, :, s:] = x[i][:, :, : 16 - s]
+        else:
+            expected[:, :, :s] = x[i][:, :, -s:]
+        assert torch.allclose(out[i], expected, atol=1e-5)
+
+
+def test_rotate_by_zero_is_identity():
+    x = images()
+    assert torch.allclose(resample(x, rotation(torch.zeros(8))), x, atol=1e-5)
+    out, _ = Augment("rotate(degrees=0:0)")(images(dtype=torch.uint8), torch.zeros(8))
+    assert torch.equal(out, images(dtype=torch.uint8))
+
+
+def test_rotate_by_90_turns_a_square_image():
+    x = images(h=16, w=16)
+    out = resample(x, rotation(torch.full((8,), torch.pi / 2)))
+    assert torch.allclose(out, x.rot90(1, (2, 3)), atol=1e-5)  # counter-clockwise on screen
+
+
+def test_affine_ops_compose_into_one_pass():
+    aug = Augment("hflip,pad_crop=4,color_jitter=0.4,rotate=10,shear=10")
+    kinds = [type(s).__name__ for s in aug.stages]
+    assert kinds == ["AffineStage", "ColorStage"]
+
+
+def test_mixup_targets_sum_to_one_and_mix_images():
+    x, y = images(n=64), torch.arange(64) % 10
+    out, t = Augment("mixup=0.4", num_classes=10)(x, y)
+    assert t.shape == (64, 10) and torch.allclose(t.sum(1), torch.ones(64))
+    lam = t[torch.arange(64), y]  # the weight of each sample's own label (when partner differs)
+    assert ((lam > 0) & (lam <= 1)).all()
+
+
+def test_cutmix_label_mass_equals_area_ratio():
+    x = torch.zeros(64, 1, 20, 20)
+    x[32:] = 1.0  # partners from the other half show up as ones
+    y = torch.cat((torch.zeros(32), torch.ones(32))).long()
+    out, t = Augment("cutmix=1.0", num_classes=2)(x, y)
+    pasted = out.mean((1, 2, 3))  # fraction of the image that came from a class-1 image
+    from_one = torch.where(y == 0, pasted, 1 - out.mean((1, 2, 3)))
+    expected_other = torch.where(y == 0, t[:, 1], t[:, 0])
+    same_class = (y == 0) & (pasted == 0) | (y == 1) & (pasted == 1)
+    differs = ~same_class
+    assert torch.allclose(from_one[differs], expected_other[differs], atol=1e-6)
+    assert differs.sum() > 10
+
+
+def test_soft_targets_compose_with_label_smoothing():
+    logits = torch.randn(16, 10)
+    x, y = images(n=16), torch.arange(16) % 10
+    _, t = Augment("mixup=0.2,cutmix=1.0", num_classes=10)(x, y)
+    loss = torch.nn.functional.cross_entropy(logits, t, label_smoothing=0.1)
+    assert torch.isfinite(loss)
+
+
+def test_pca_lighting_with_dataset_eigenpairs_shifts_along_them():
+    from trainlab.data.preprocess import channel_pca
+
+    x = images(n=16)
+    values, vectors = channel_pca(x)
+    aug = Augment({"pca_lighting": {"std": 0.1, "eigenvalues": values, "eigenvectors": vectors}})
+    out, _ = aug(x * 0.5 + 0.25, torch.zeros(16))
+    shift = (out - (x * 0.5 + 0.25)).mean((2, 3))  # (16, 3): constant per sample
+    coords = shift @ vectors  # in the eigenbasis: alpha * lambda
+    assert torch.allclose(shift, coords @ vectors.T, atol=1e-5)
+
+
+def test_color_jitter_on_grey_images_keeps_them_grey():
+    x = images(c=1).expand(8, 3, 12, 16).contiguous()
+    out, _ = Augment("color_jitter=0.4")(x, torch.zeros(8))
+    assert torch.allclose(out[:, 0], out[:, 1], atol=1e-5) and torch.allclose(out[:, 1], out[:, 2], atol=1e-5)

@@ -1,0 +1,73 @@
+"""Spec strings and tables: parsing, errors with suggestions, equivalence of the two forms."""
+
+import pytest
+
+from trainlab.data.augment import Augment
+from trainlab.data.augment.spec import parse_spec, parse_value
+from trainlab.errors import ConfigError
+
+
+def test_values():
+    assert parse_value("2") == 2 and isinstance(parse_value("2"), int)
+    assert parse_value("0.4") == 0.4 and parse_value("1e-3") == 1e-3
+    assert parse_value("0.08:1") == (0.08, 1) and parse_value("-10:5") == (-10, 5)
+    assert parse_value("true") is True and parse_value("random") == "random"
+
+
+def test_string_forms():
+    items = parse_spec("hflip, translate=2, rotate(degrees=15,p=0.5), random_resized_crop(0.35:1)")
+    assert items == [
+        ("hflip", {}),
+        ("translate", {"__primary__": 2}),
+        ("rotate", {"degrees": 15, "p": 0.5}),
+        ("random_resized_crop", {"__primary__": (0.35, 1)}),
+    ]
+
+
+def test_string_and_table_build_the_same_pipeline():
+    text = Augment(
+        "hflip,translate=2,rotate(degrees=15,p=0.5),random_resized_crop(scale=0.35:1),mixup=0.2",
+        num_classes=10,
+    )
+    table = {
+        "hflip": True,
+        "translate": 2,
+        "rotate": {"degrees": 15, "p": 0.5},
+        "random_resized_crop": {"scale": [0.35, 1.0]},
+        "mixup": 0.2,
+        "cutout": False,
+    }
+    assert text.get_config() == Augment(table, num_classes=10).get_config()
+
+
+def test_aliases_and_spelling():
+    assert Augment("horizontal-flip").get_config()["spec"] == {"hflip": {"p": 0.5}}
+
+
+def test_empty_spec_is_false():
+    assert not Augment("") and not Augment("  ") and not Augment({}) and Augment("hflip")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("hflp", "did you mean 'hflip'"),
+        ("rotate(degres=10)", "did you mean 'degrees'"),
+        ("rotate=abc", "degrees must be a number"),
+        ("rotate(degrees=10:5)", "lo > hi"),
+        ("hflip=1.5", "probability"),
+        ("pad_crop=2.5", "whole number"),
+        ("rotate(10", "unbalanced"),
+        ("hflip,hflip", "appears twice"),
+        ("mixup=0.2", "num_classes"),
+        ("randaugment(n=2,m=40)", "whole number in [0, 30]"),
+        ("random_erasing(value=blue)", "'random'"),
+        ("rotate(10,degrees=5)", "given twice"),
+        ("translate=-1", "outside"),
+        ("color_jitter(strength=2)", "outside"),
+    ],
+)
+def test_errors_are_one_line_config_errors(spec, message):
+    with pytest.raises(ConfigError) as e:
+        Augment(spec)
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -1,0 +1,297 @@
+"""Flips, crops and affine transforms, composed into one matrix per sample and resampled once.
+
+Every op returns the *inverse* matrix of its transform, in pixel coordinates centred on the image
+(x_c = x - (W - 1) / 2): it maps an output pixel to the source point it reads. A spec that applies
+T_1 then T_2 ... T_n reads from T_1^-1 T_2^-1 ... T_n^-1 p, so the stage multiplies the inverses left to
+right and samples once (bilinear, zeros outside the image). Centred pixel units keep rotations
+undistorted on non-square images; grid_sample's normalised coordinates (align_corners=False) are
+simply x_c * 2 / W.
+
+When every op of the stage is a flip or an integer shift (hflip, vflip, pad_crop, integer translate),
+the matrices are signed permutations plus integer offsets, and the stage is a pure gather: no
+interpolation, any dtype (uint8 stays uint8).
+
+Crops keep the image size: random_resized_crop (Szegedy et al. 2015, "Going deeper with convolutions")
+picks a box and stretches it over the whole image; scale_jitter is the ResNet recipe (He et al. 2016:
+shorter side resized to a random L in [256, 480], random 224 crop), i.e. a zoom by L / 224 at a random
+position.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from trainlab.data.augment.base import Op, number, pixels, register, span, uniform
+from trainlab.errors import ConfigError
+
+
+def identity(n: int, device: torch.device) -> torch.Tensor:
+    return torch.eye(3, device=device).expand(n, 3, 3).clone()
+
+
+def translation(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    m = identity(len(tx), tx.device)
+    m[:, 0, 2], m[:, 1, 2] = tx, ty
+    return m
+
+
+def linear(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """(n, 3, 3) with the 2x2 block [[a, b], [c, d]] and no translation."""
+    m = identity(len(a), a.device)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
+    return m
+
+
+def rotation(radians: torch.Tensor) -> torch.Tensor:
+    """Inverse of a counter-clockwise rotation on screen (y points down), i.e. a rotation by -angle."""
+    cos, sin = radians.cos(), radians.sin()
+    return linear(cos, -sin, sin, cos)
+
+
+def shearing(shx: torch.Tensor, shy: torch.Tensor) -> torch.Tensor:
+    """Inverse of the shear [[1, shx], [shy, 1]] (factors are tangents of the shear angles)."""
+    det = 1 - shx * shy
+    return linear(1 / det, -shx / det, -shy / det, 1 / det)
+
+
+def keep_unchosen(m: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    return torch.where(chosen.view(-1, 1, 1), m, identity(len(m), m.device))
+
+
+def resample(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of (B, C, H, W) float `x` through (B, 3, 3) centred inverse matrices."""
+    b, _, h, w = x.shape
+    xs = torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2  # (W,)
+    ys = torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2  # (H,)
+    a = (inverse[:, :2, :] * torch.tensor([[2 / w], [2 / h]], device=x.device)).to(x.dtype)
+    a = a.view(b, 2, 3, 1, 1)
+    gx = a[:, 0, 0] * xs + (a[:, 0, 1] * ys[:, None] + a[:, 0, 2])  # (B, H, W)
+    gy = a[:, 1, 0] * xs + (a[:, 1, 1] * ys[:, None] + a[:, 1, 2])
+    grid = torch.stack((gx, gy), -1)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def shift_copy(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """The copy-only path for flips and integer shifts: one gather from a 1-pixel zero border."""
+    b, c, h, w = x.shape
+
+    def source(axis: int, size: int) -> torch.Tensor:  # (B, size) index into the padded axis
+        centred = torch.arange(size, device=x.device) - (size - 1) / 2
+        src = (inverse[:, axis, axis, None] * centred + inverse[:, axis, 2, None] + (size - 1) / 2).round()
+        return torch.where((src >= 0) & (src < size), src + 1, 0).long()
+
+    rows, cols = source(1, h), source(0, w)
+    index = (rows[:, :, None] * (w + 2) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return F.pad(x, (1, 1, 1, 1)).view(b, c, -1).gather(2, index).view(b, c, h, w)
+
+
+class Affine(Op):
+    kind = "affine"
+    integer = False  # True when the op only flips or shifts by whole pixels
+
+    def inverse(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, 3, 3) centred inverse matrices, the identity for samples this op skips."""
+        chosen = self.chosen(n, generator)
+        return keep_unchosen(self.draw(n, height, width, generator), chosen)
+
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AffineStage:
+    """All affine ops of a spec, composed into one matrix per sample and applied in one pass."""
+
+    def __init__(self, ops: list[Affine]):
+        self.ops = ops
+        self.integer = all(op.integer for op in ops)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        inverse = self.ops[0].inverse(b, h, w, generator)
+        for op in self.ops[1:]:
+            inverse = inverse @ op.inverse(b, h, w, generator)
+        if self.integer:
+            return shift_copy(x, inverse)
+        return resample(x if x.is_floating_point() else x.float().div_(255), inverse)
+
+
+@register("hflip", aliases=("horizontal_flip", "flip"))
+class HFlip(Affine):
+    """Mirror left-right."""
+
+    integer = True
+
+    def __init__(self, p: float = 0.5):
+        super().__init__(p)
+
+    def draw(self, n, height, width, generator):
+        one = torch.ones(n, device=generator.device)
+        return linear(-one, 0 * one, 0 * one, one)
+
+
+@register("vflip", aliases=("vertical_flip",))
+class VFlip(Affine):
+    """Mirror top-bottom."""
+
+    integer = True
+
+    def __init__(self, p: float = 0.5):
+        super().__init__(p)
+
+    def draw(self, n, height, width, generator):
+        one = torch.ones(n, device=generator.device)
+        return linear(one, 0 * one, 0 * one, -one)
+
+
+@register("translate", aliases=("translation", "shift"))
+class Translate(Affine):
+    """Shift by up to `pixels` in x and y (a fraction of the side if below 1). An int draws whole pixels."""
+
+    primary = "pixels"
+
+    def __init__(self, pixels: float = 2, p: float = 1.0):
+        super().__init__(p)
+        self.pixels = number(pixels, self.name, "pixels", 0)
+        self.integer = isinstance(pixels, int)
+
+    def draw(self, n, height, width, generator):
+        sx, sy = pixels(self.pixels, width), pixels(self.pixels, height)
+        if self.integer:
+            tx = torch.randint(-int(sx), int(sx) + 1, (n,), generator=generator, device=generator.device)
+            ty = torch.randint(-int(sy), int(sy) + 1, (n,), generator=generator, device=generator.device)
+            return translation(-tx.float(), -ty.float())
+        return translation(-uniform(generator, n, (-sx, sx)), -uniform(generator, n, (-sy, sy)))
+
+
+@register("pad_crop", aliases=("random_crop", "crop"))
+class PadCrop(Affine):
+    """Zero-pad by `padding` pixels, then crop back to the original size at a random place."""
+
+    primary = "padding"
+    integer = True
+
+    def __init__(self, padding: int = 4, p: float = 1.0):
+        super().__init__(p)
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ConfigError(f"pad_crop: padding must be a whole number of pixels >= 0, got {padding!r}")
+        self.padding = padding
+
+    def draw(self, n, height, width, generator):
+        t = torch.randint(
+            -self.padding, self.padding + 1, (2, n), generator=generator, device=generator.device
+        )
+        return translation(t[0].float(), t[1].float())
+
+
+@register("rotate", aliases=("rotation",))
+class Rotate(Affine):
+    """Rotate by an angle uniform in [-degrees, degrees] (or a lo:hi range), about the centre."""
+
+    primary = "degrees"
+
+    def __init__(self, degrees: float | tuple[float, float] = 10.0, p: float = 1.0):
+        super().__init__(p)
+        self.degrees = span(degrees, self.name, "degrees", low=-360, high=360)
+
+    def draw(self, n, height, width, generator):
+        return rotation(uniform(generator, n, self.degrees) * (math.pi / 180))
+
+
+@register("shear")
+class Shear(Affine):
+    """Shear by angles uniform in [-x, x] along x and [-y, y] along y (degrees)."""
+
+    primary = "x"
+
+    def __init__(
+        self, x: float | tuple[float, float] = 10.0, y: float | tuple[float, float] = 0.0, p: float = 1.0
+    ):
+        super().__init__(p)
+        self.x = span(x, self.name, "x", low=-80, high=80)
+        self.y = span(y, self.name, "y", low=-80, high=80)
+
+    def draw(self, n, height, width, generator):
+        shx = (uniform(generator, n, self.x) * (math.pi / 180)).tan()
+        shy = (uniform(generator, n, self.y) * (math.pi / 180)).tan()
+        return shearing(shx, shy)
+
+
+@register("scale", aliases=("zoom",))
+class Scale(Affine):
+    """Zoom about the centre by a factor uniform in [1 - s, 1 + s] (or a lo:hi range)."""
+
+    primary = "factor"
+
+    def __init__(self, factor: float | tuple[float, float] = 0.1, p: float = 1.0):
+        super().__init__(p)
+        self.factor = span(factor, self.name, "factor", centre=1.0, low=1e-3)
+
+    def draw(self, n, height, width, generator):
+        inv = 1 / uniform(generator, n, self.factor)
+        return linear(inv, 0 * inv, 0 * inv, inv)
+
+
+@register("stretch", aliases=("anisotropic_scale",))
+class Stretch(Affine):
+    """Scale x and y independently, each by a factor uniform in [1 - s, 1 + s] (or a lo:hi range)."""
+
+    primary = "factor"
+
+    def __init__(self, factor: float | tuple[float, float] = 0.1, p: float = 1.0):
+        super().__init__(p)
+        self.factor = span(factor, self.name, "factor", centre=1.0, low=1e-3)
+
+    def draw(self, n, height, width, generator):
+        ix, iy = 1 / uniform(generator, n, self.factor), 1 / uniform(generator, n, self.factor)
+        return linear(ix, 0 * ix, 0 * ix, iy)
+
+
+@register("random_resized_crop", aliases=("rrc", "resized_crop"))
+class RandomResizedCrop(Affine):
+    """A box of area fraction in `scale` and aspect ratio (w/h) log-uniform in `ratio`, stretched over the
+    image. Boxes larger than the image are clipped to it (torchvision retries ten times instead)."""
+
+    primary = "scale"
+
+    def __init__(
+        self,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        p: float = 1.0,
+    ):
+        super().__init__(p)
+        self.scale = span(scale, self.name, "scale", low=1e-4, high=1.0)
+        self.ratio = span(ratio, self.name, "ratio", low=1e-3)
+
+    def draw(self, n, height, width, generator):
+        area = uniform(generator, n, self.scale)
+        aspect = uniform(generator, n, (math.log(self.ratio[0]), math.log(self.ratio[1]))).exp()
+        fw, fh = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)  # box / image
+        cx = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - fw) * width
+        cy = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - fh) * height
+        m = linear(fw, 0 * fw, 0 * fw, fh)
+        m[:, 0, 2], m[:, 1, 2] = cx, cy
+        return m
+
+
+@register("scale_jitter", aliases=("resnet_scale",))
+class ScaleJitter(Affine):
+    """Zoom in by a factor uniform in `zoom` and keep a random window of the original size. The default is
+    the ResNet recipe as ratios: shorter side L in [256, 480], then a 224 crop, is a zoom by L / 224."""
+
+    primary = "zoom"
+
+    def __init__(self, zoom: tuple[float, float] = (256 / 224, 480 / 224), p: float = 1.0):
+        super().__init__(p)
+        self.zoom = span(zoom, self.name, "zoom", low=1.0)
+
+    def draw(self, n, height, width, generator):
+        inv = 1 / uniform(generator, n, self.zoom)
+        cx = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - inv) * width
+        cy = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - inv) * height
+        m = linear(inv, 0 * inv, 0 * inv, inv)
+        m[:, 0, 2], m[:, 1, 2] = cx, cy
+        return m
