@@ -64,13 +64,12 @@ def keep_unchosen(m: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
 def resample(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """Bilinear resampling of (B, C, H, W) float `x` through (B, 3, 3) centred inverse matrices."""
     b, _, h, w = x.shape
-    xs = torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2  # (W,)
-    ys = torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2  # (H,)
-    a = (inverse[:, :2, :] * torch.tensor([[2 / w], [2 / h]], device=x.device)).to(x.dtype)
-    a = a.view(b, 2, 3, 1, 1)
-    gx = a[:, 0, 0] * xs + (a[:, 0, 1] * ys[:, None] + a[:, 0, 2])  # (B, H, W)
-    gy = a[:, 1, 0] * xs + (a[:, 1, 1] * ys[:, None] + a[:, 1, 2])
-    grid = torch.stack((gx, gy), -1)  # (B, H, W, 2)
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2).view(1, 1, w, 1)
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2).view(1, h, 1, 1)
+    scale = torch.tensor([[2 / w], [2 / h]], device=x.device)  # centred pixels -> grid_sample units
+    cols = (inverse[:, :2, :] * scale).to(x.dtype).transpose(1, 2).reshape(b, 1, 1, 3, 2)  # (B, 1, 1, 3, 2)
+    grid = torch.addcmul(cols[..., 2, :], cols[..., 1, :], ys)  # (B, H, 1, 2)
+    grid = torch.addcmul(grid, cols[..., 0, :], xs)  # (B, H, W, 2), written once in grid_sample's layout
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

@@ -32,7 +32,8 @@ from trainlab.data.preprocess import channel_pca
 from trainlab.errors import ConfigError
 
 LUMA = (0.299, 0.587, 0.114)
-RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+RGB_TO_YIQ = torch.tensor(((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)))
+YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)
 
 
 def grey_weights(c: int, device: torch.device) -> torch.Tensor:
@@ -68,7 +69,6 @@ def saturation(f: torch.Tensor, c: int) -> torch.Tensor:
 def hue(turns: torch.Tensor, c: int) -> torch.Tensor:
     if c != 3:
         return eye(len(turns), c, turns.device)
-    yiq = torch.tensor(RGB_TO_YIQ, device=turns.device)
     angle = turns * (2 * math.pi)
     rot = eye(len(turns), 3, turns.device).clone()
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = (
@@ -77,7 +77,7 @@ def hue(turns: torch.Tensor, c: int) -> torch.Tensor:
         angle.sin(),
         angle.cos(),
     )
-    return torch.linalg.inv(yiq) @ rot @ yiq
+    return YIQ_TO_RGB.to(turns.device) @ rot @ RGB_TO_YIQ.to(turns.device)
 
 
 def apply_color(x: torch.Tensor, m: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
