@@ -1,0 +1,127 @@
+"""Standardizer modes on real Fashion-MNIST and generated data: statistics, whitening identity, inverses,
+shapes, save / load, and channel_pca."""
+
+import pytest
+import torch
+
+from trainlab.data.preprocess import MODES, PREPROCESSING_MODES, Standardizer, channel_pca
+from trainlab.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def train_images(fashion_mnist) -> torch.Tensor:
+    return fashion_mnist.train_images[:5000]  # (5000, 1, 28, 28) uint8
+
+
+def correlated_images(n: int = 20000, seed: int = 0) -> torch.Tensor:
+    """Float images (n, 3, 4, 4) in about [0, 1] with strongly correlated, full-rank pixels."""
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(48, 48, generator=g) + 2 * torch.eye(48)
+    return (0.5 + 0.05 * torch.randn(n, 48, generator=g) @ mixing).view(n, 3, 4, 4)
+
+
+def covariance(y: torch.Tensor) -> torch.Tensor:
+    """Cov of (N, ...) samples, centred in float64 and multiplied in float32 (error ~1e-6, fast)."""
+    y = y.flatten(1).double()
+    y = (y - y.mean(0)).float()
+    return (y.T @ y).double() / len(y)
+
+
+@pytest.mark.parametrize("mode", ["zca_whiten", "pca_whiten"])
+def test_whitened_training_data_has_identity_covariance(mode):
+    x = correlated_images()
+    y = Standardizer(mode, eps=0.0).fit(x).transform(x)
+    assert y.shape == ((20000, 3, 4, 4) if mode == "zca_whiten" else (20000, y.shape[1]))
+    torch.testing.assert_close(covariance(y), torch.eye(y[0].numel(), dtype=torch.float64), atol=1e-3, rtol=0)
+    assert covariance(x).sub(torch.eye(48)).abs().max() > 0.1  # it was far from white before
+
+
+def test_pca_whiten_on_real_images_is_white_in_the_top_components(train_images):
+    std = Standardizer("pca_whiten", k=100).fit(train_images)
+    y = std.transform(train_images)
+    assert y.shape == (5000, 100)
+    torch.testing.assert_close(covariance(y), torch.eye(100, dtype=torch.float64), atol=1e-3, rtol=0)
+
+
+def test_zca_on_real_images_is_white_where_eps_is_negligible(train_images):
+    """Cov(ZCA x) = U diag(lambda / (lambda + eps)) U^T: the identity on components with lambda >> eps."""
+    std = Standardizer("zca_whiten", eps=1e-5).fit(train_images)
+    y = std.transform(train_images)
+    assert y.shape == train_images.shape
+    x = train_images.float().div(255).flatten(1).double()
+    eigenvalues, u = torch.linalg.eigh(covariance(x).float())
+    top = u[:, eigenvalues > 1e-2].double()  # lambda / (lambda + 1e-5) > 0.999
+    torch.testing.assert_close(
+        top.T @ covariance(y) @ top, torch.eye(top.shape[1], dtype=torch.float64), atol=1e-3, rtol=0
+    )
+
+
+def test_pca_keeps_k_components_or_the_retained_variance(train_images):
+    assert Standardizer("pca", k=30).fit(train_images).transform(train_images[:5]).shape == (5, 30)
+    std = Standardizer("pca", variance=0.9).fit(train_images)
+    k = std.stats["components"].shape[1]
+    x = train_images.float().div(255)
+    total = covariance(x).trace()
+    retained = covariance(std.transform(train_images)).trace() / total
+    assert retained >= 0.9 and 10 < k < 200
+    fewer = std.transform(train_images)[:, : k - 1]
+    assert covariance(fewer).trace() / total < 0.9  # k is the fewest that retain 90%
+
+
+def test_centring_modes_statistics(train_images):
+    x = train_images.float().div(255)
+    y = Standardizer("channel_mean_std").fit(train_images).transform(x)
+    assert y.mean().item() == pytest.approx(0, abs=1e-4) and y.std().item() == pytest.approx(1, abs=1e-3)
+    y = Standardizer("mean_image").fit(train_images).transform(train_images)
+    assert y.mean(0).abs().max().item() < 1e-5
+    y = Standardizer("channel_mean").fit(train_images).transform(train_images)
+    assert y.mean().item() == pytest.approx(0, abs=1e-5) and y.std().item() == pytest.approx(
+        x.std().item(), rel=1e-4
+    )
+    assert Standardizer("none").fit(train_images).transform(x).max().item() == 255
+    assert Standardizer("scale01").fit(train_images).transform(train_images).max().item() == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inverse_transform_and_save_load_round_trip(mode, train_images):
+    options = {"k": 784} if mode in ("pca", "pca_whiten") else {}  # all components: an exact inverse
+    fitted = Standardizer(mode, **options).fit(train_images[:3000])
+    batch = train_images[3000:3064]
+    y = fitted.transform(batch)
+    assert (y.dim() == 4) == fitted.keeps_shape
+    torch.testing.assert_close(fitted.inverse_transform(y), batch.float() / 255, atol=2e-4, rtol=0)
+    state = {k: v.clone() for k, v in fitted.state_dict().items()}
+    restored = Standardizer.from_config(fitted.get_config())
+    restored.load_state_dict(state)
+    assert torch.equal(restored.transform(batch), y)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_uint8_and_float_inputs_agree():
+    x = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
+    std = Standardizer("zca_whiten").fit(x)
+    torch.testing.assert_close(std(x), std(x.float() / 255))
+
+
+def test_bad_modes_and_options_are_config_errors():
+    with pytest.raises(ConfigError, match="did you mean 'zca_whiten'"):
+        Standardizer("zca_whitten")
+    with pytest.raises(ConfigError, match="did you mean 'eps'"):
+        Standardizer("zca_whiten", esp=0.1)
+    with pytest.raises(ConfigError, match="not both"):
+        Standardizer("pca", k=3, variance=0.9).fit(correlated_images(100))
+    with pytest.raises(ConfigError, match="k=0"):
+        Standardizer("pca", k=0).fit(correlated_images(100))
+    assert set(MODES) == set(PREPROCESSING_MODES.list())
+
+
+def test_channel_pca_eigenpairs_of_pixel_colour_covariance():
+    x = correlated_images(2000)
+    eigenvalues, eigenvectors = channel_pca(x)
+    pixels = x.transpose(0, 1).reshape(3, -1).double()
+    cov = torch.cov(pixels, correction=0)
+    assert (eigenvalues[:-1] >= eigenvalues[1:]).all()
+    torch.testing.assert_close(
+        (eigenvectors @ torch.diag(eigenvalues) @ eigenvectors.T).double(), cov, atol=1e-6, rtol=1e-4
+    )
+    torch.testing.assert_close(eigenvectors.T @ eigenvectors, torch.eye(3), atol=1e-5, rtol=0)
