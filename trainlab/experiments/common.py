@@ -1,0 +1,304 @@
+"""What every experiment shares: the registry entry, the run context, verdicts from measured numbers,
+Fashion-MNIST on the device, a small training loop, and atomic results.json / README.md / PNG output.
+
+An experiment is a function `fn(ctx) -> Outcome`, registered with its lecture claim:
+
+    @register_experiment("init", claim="Small random init makes deep tanh activations collapse ...")
+    def init_experiment(ctx: Context) -> Outcome: ...
+
+Its verdict is never written by hand: each `Check` compares a measured number with a stated threshold,
+and `verdict()` says `supported` (all checks pass), `not supported` (none pass) or `mixed`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.registry import Registry
+from trainlab.report.figures import save_figure
+from trainlab.train.checkpoint import atomic_write_text
+
+EXPERIMENTS = Registry("experiment")
+
+
+def register_experiment(name: str, *, claim: str, lecture: str) -> Callable:
+    return EXPERIMENTS.register(name, claim=claim, lecture=lecture)
+
+
+@dataclass
+class Check:
+    """One measured criterion: `passed` is computed from `value` against the threshold in `rule`."""
+
+    name: str
+    value: float
+    rule: str
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "rule": self.rule, "passed": bool(self.passed)}
+
+
+def check(name: str, value: float, rule: str, passed: bool) -> Check:
+    return Check(name, round(float(value), 6), rule, bool(passed))
+
+
+def verdict(checks: list[Check]) -> str:
+    passed = sum(c.passed for c in checks)
+    return "supported" if passed == len(checks) else "not supported" if passed == 0 else "mixed"
+
+
+@dataclass
+class Outcome:
+    measured: dict[str, Any]
+    checks: list[Check]
+    config: dict[str, Any]
+    notes: str = ""  # extra README text: how it was measured, what to read in the figure
+
+
+@dataclass
+class Context:
+    """What an experiment needs to know about its run: scale, device, seeds and where figures go."""
+
+    name: str
+    quick: bool
+    out: Path
+    device: torch.device
+    seeds: int
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
+
+    def figure(self, filename: str, fig, caption: str) -> None:
+        save_figure(fig, self.out / filename)
+        self.figures.append((filename, caption))
+
+    def log(self, message: str) -> None:
+        print(f"[{self.name}] {message}", file=sys.stderr, flush=True)
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def run_experiment(
+    name: str,
+    quick: bool = False,
+    out: Path | str | None = None,
+    device: str | torch.device = "auto",
+    seeds: int | None = None,
+) -> dict[str, Any]:
+    """Run experiment `name`, write results.json, README.md and its figures into `out`
+    (default experiments/<name>), and return {verdict, out, message, seconds, ...}."""
+    fn = EXPERIMENTS.get(name)
+    name = EXPERIMENTS.canonical(name)
+    meta = EXPERIMENTS.meta(name)
+    out = Path(out) if out is not None else Path("experiments") / name
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(name, quick, out, resolve_device(device), seeds or (1 if quick else 3))
+    started = time.perf_counter()
+    outcome: Outcome = fn(ctx)
+    seconds = time.perf_counter() - started
+    result = {
+        "experiment": name,
+        "claim": meta["claim"],
+        "lecture": meta["lecture"],
+        "verdict": verdict(outcome.checks),
+        "checks": [c.to_dict() for c in outcome.checks],
+        "measured": outcome.measured,
+        "config": {**outcome.config, "quick": quick, "seeds": ctx.seeds},
+        "environment": environment(ctx.device, seconds),
+        "figures": [f for f, _ in ctx.figures],
+    }
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=float))
+    atomic_write_text(out / "README.md", readme(result, ctx, outcome.notes))
+    message = f"{name}: {result['verdict']} ({seconds:.1f} s) -> {out}"
+    return {"verdict": result["verdict"], "out": str(out), "message": message, "seconds": seconds}
+
+
+def environment(device: torch.device, seconds: float) -> dict[str, Any]:
+    if device.type == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        where = f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    return {
+        "device": where,
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": round(seconds, 1),
+    }
+
+
+def readme(result: dict[str, Any], ctx: Context, notes: str) -> str:
+    env = result["environment"]
+    command = f"trainlab experiment {result['experiment']}{' --quick' if ctx.quick else ''}"
+    if ctx.seeds != (1 if ctx.quick else 3):
+        command += f" --seeds {ctx.seeds}"
+    lines = [
+        f"# Experiment `{result['experiment']}`",
+        "",
+        f"**Claim** ({result['lecture']}): {result['claim']}",
+        "",
+        f"**Verdict: {result['verdict']}** ({sum(c['passed'] for c in result['checks'])} of "
+        f"{len(result['checks'])} checks pass)",
+        "",
+        "| check | measured | rule | passed |",
+        "|---|---|---|---|",
+        *[
+            f"| {c['name']} | {c['value']:.4g} | {c['rule']} | {'yes' if c['passed'] else 'no'} |"
+            for c in result["checks"]
+        ],
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    for filename, caption in ctx.figures:
+        lines += [f"![{caption}]({filename})", "", f"*{caption}*", ""]
+    lines += [
+        "## Measured numbers",
+        "",
+        "```json",
+        json.dumps(result["measured"], indent=1, default=float),
+        "```",
+        "",
+        "## Reproduce",
+        "",
+        f"`{command}` on {env['device']}, torch {env['torch']}, {env['date']}, {env['seconds']} s.",
+        f"Configuration: `{json.dumps(result['config'], default=str)}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- data --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def load_images(dataset: str = "fashion-mnist"):
+    from trainlab.data.datasets import load_dataset
+
+    return load_dataset(dataset)
+
+
+@dataclass
+class Split:
+    """Float images on the device, preprocessed with statistics fitted on x_train only."""
+
+    x_train: torch.Tensor  # (N, 1, 28, 28)
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+def fashion_split(
+    device: torch.device, n_train: int, n_val: int, seed: int = 0, preprocess: str = "channel_mean_std"
+) -> Split:
+    """`n_train` training and `n_val` held-out validation images from the Fashion-MNIST training set."""
+    from trainlab.data.datasets import split_train_val
+    from trainlab.data.preprocess import Standardizer
+
+    data = load_images()
+    train_idx, val_idx = split_train_val(len(data.train_images), 10000, seed)
+    train_idx, val_idx = train_idx[:n_train], val_idx[:n_val]
+    standardizer = Standardizer(preprocess).fit(data.train_images[train_idx])
+    prepare = lambda idx: standardizer(data.train_images[idx].float().div(255)).to(device)  # noqa: E731
+    return Split(
+        prepare(train_idx),
+        data.train_labels[train_idx].to(device),
+        prepare(val_idx),
+        data.train_labels[val_idx].to(device),
+    )
+
+
+# -- training ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048
+) -> tuple[float, float]:
+    """(loss, accuracy) in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
+def train_classifier(
+    model: nn.Module,
+    data: Split,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    augment: Callable | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
+) -> dict[str, list[float]]:
+    """Mini-batch training on device tensors. Returns per-epoch train_loss, train_accuracy, val_loss,
+    val_accuracy (train metrics are the running means over the epoch's batches), and `diverged`.
+    `augment(images, labels) -> (images, targets)` may return soft targets."""
+    generator = torch.Generator(device=data.x_train.device).manual_seed(seed)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    history: dict[str, list[float]] = {
+        k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    }
+    n, step = len(data.x_train), 0
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n, device=data.x_train.device, generator=generator)
+        loss_sum = torch.zeros((), device=data.x_train.device)
+        correct = torch.zeros((), device=data.x_train.device)
+        seen = 0
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = order[start : start + batch_size]
+            x, y = data.x_train[idx], data.y_train[idx]
+            targets = y
+            if augment is not None:
+                x, targets = augment(x, y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, targets)
+            total = loss + penalty(model) if penalty is not None else loss
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+            if on_step is not None:
+                on_step(step, model)
+        train_loss = float(loss_sum) / max(seen, 1)
+        if not torch.isfinite(torch.tensor(train_loss)):
+            history["diverged"] = [1.0]
+            break
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        history["train_loss"].append(train_loss)
+        history["train_accuracy"].append(float(correct) / max(seen, 1))
+        history["val_loss"].append(val_loss)
+        history["val_accuracy"].append(val_acc)
+    return history
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
