@@ -370,30 +370,36 @@ def sample_activation(name: str) -> Activation:
 
 
 @functools.lru_cache(maxsize=1)
-def relative_costs(numel: int = 1 << 18, repeats: int = 5, calls: int = 5) -> dict[str, float]:
-    """Forward time of each activation on `numel` float32 values, relative to ReLU (median of repeats).
+def relative_costs(numel: int = 1 << 18, repeats: int = 7, calls: int = 5) -> dict[str, float]:
+    """Forward time of each activation on `numel` float32 values, relative to ReLU.
 
+    One thread and the fastest of `repeats`, so other processes on the machine disturb it least.
     Maxout is timed on its elementwise part only, the max over k = 2 pieces; its layer costs k times more.
-    Measured once per process and cached (about 0.3 s on a 2-core CPU).
+    Measured once per process and cached (well under a second on a 2-core CPU).
     """
     x = torch.randn(numel)
     pieces = torch.randn(2, numel)
     times = {}
-    with torch.no_grad():
-        for name in ACTIVATIONS.list():
-            fn = (
-                (lambda: pieces.amax(0))
-                if name == "maxout"
-                else functools.partial(sample_activation(name), x)
-            )
-            fn()
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                samples.append(time.perf_counter() - start)
-            times[name] = sorted(samples)[repeats // 2]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for name in ACTIVATIONS.list():
+                fn = (
+                    (lambda: pieces.amax(0))
+                    if name == "maxout"
+                    else functools.partial(sample_activation(name), x)
+                )
+                fn()
+                samples = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    samples.append(time.perf_counter() - start)
+                times[name] = min(samples)
+    finally:
+        torch.set_num_threads(threads)
     return {name: t / times["relu"] for name, t in times.items()}
 
 
