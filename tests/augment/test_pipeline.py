@@ -62,6 +62,20 @@ def test_copy_only_stage_keeps_uint8_values():
     assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0}
 
 
+@pytest.mark.parametrize(
+    "spec", ["color_jitter=0.4,rotate=10", "hflip,pad_crop=2", "rotate=10", "color_jitter=0.4", TYPICAL]
+)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_reused_buffers_never_reach_the_caller(spec, dtype):
+    x = torch.rand(8, 3, 16, 16)
+    x = (x * 255).to(torch.uint8) if dtype == torch.uint8 else x
+    aug = Augment(spec, num_classes=10)
+    first, _ = aug(x, torch.zeros(8, dtype=torch.long))
+    kept = first.clone()
+    second, _ = aug(x, torch.zeros(8, dtype=torch.long))
+    assert torch.equal(first, kept) and first.data_ptr() != second.data_ptr()
+
+
 def test_bad_inputs():
     with pytest.raises(TrainlabError, match="B, C, H, W"):
         Augment("hflip")(torch.rand(3, 16, 16), torch.zeros(3))

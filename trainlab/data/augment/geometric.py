@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainlab.data.augment.base import Op, number, pixels, register, span, uniform
+from trainlab.data.augment.base import Op, Scratch, number, pixels, register, span, uniform
 from trainlab.errors import ConfigError
 
 
@@ -61,19 +61,20 @@ def keep_unchosen(m: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return torch.where(chosen.view(-1, 1, 1), m, identity(len(m), m.device))
 
 
-def resample(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+def resample(x: torch.Tensor, inverse: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
     """Bilinear resampling of (B, C, H, W) float `x` through (B, 3, 3) centred inverse matrices."""
     b, _, h, w = x.shape
     xs = (torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2).view(1, 1, w, 1)
     ys = (torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2).view(1, h, 1, 1)
     scale = torch.tensor([[2 / w], [2 / h]], device=x.device)  # centred pixels -> grid_sample units
     cols = (inverse[:, :2, :] * scale).to(x.dtype).transpose(1, 2).reshape(b, 1, 1, 3, 2)  # (B, 1, 1, 3, 2)
-    grid = torch.addcmul(cols[..., 2, :], cols[..., 1, :], ys)  # (B, H, 1, 2)
-    grid = torch.addcmul(grid, cols[..., 0, :], xs)  # (B, H, W, 2), written once in grid_sample's layout
+    rows = torch.addcmul(cols[..., 2, :], cols[..., 1, :], ys)  # (B, H, 1, 2)
+    grid = scratch.get("grid", (b, h, w, 2), x.dtype, x.device) if scratch else None
+    grid = torch.addcmul(rows, cols[..., 0, :], xs, out=grid)  # (B, H, W, 2), written in grid_sample's layout
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def shift_copy(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+def shift_copy(x: torch.Tensor, inverse: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
     """The copy-only path for flips and integer shifts: one gather from a 1-pixel zero border."""
     b, c, h, w = x.shape
 
@@ -84,7 +85,12 @@ def shift_copy(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
 
     rows, cols = source(1, h), source(0, w)
     index = (rows[:, :, None] * (w + 2) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
-    return F.pad(x, (1, 1, 1, 1)).view(b, c, -1).gather(2, index).view(b, c, h, w)
+    if scratch is None:
+        padded = F.pad(x, (1, 1, 1, 1))
+    else:  # the border of the reused buffer stays zero: only the inside is ever written
+        padded = scratch.get("padded", (b, c, h + 2, w + 2), x.dtype, x.device, zeros=True)
+        padded[:, :, 1:-1, 1:-1] = x
+    return padded.view(b, c, -1).gather(2, index).view(b, c, h, w)
 
 
 class Affine(Op):
@@ -106,6 +112,7 @@ class AffineStage:
     def __init__(self, ops: list[Affine]):
         self.ops = ops
         self.integer = all(op.integer for op in ops)
+        self.scratch = Scratch()
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -113,8 +120,8 @@ class AffineStage:
         for op in self.ops[1:]:
             inverse = inverse @ op.inverse(b, h, w, generator)
         if self.integer:
-            return shift_copy(x, inverse)
-        return resample(x if x.is_floating_point() else x.float().div_(255), inverse)
+            return shift_copy(x, inverse, self.scratch)
+        return resample(x, inverse, self.scratch)
 
 
 @register("hflip", aliases=("horizontal_flip", "flip"))

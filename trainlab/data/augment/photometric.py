@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from trainlab.data.augment.base import Op, number, register, span, uniform
+from trainlab.data.augment.base import Op, Scratch, number, register, span, uniform
 from trainlab.data.preprocess import channel_pca
 from trainlab.errors import ConfigError
 
@@ -80,11 +80,14 @@ def hue(turns: torch.Tensor, c: int) -> torch.Tensor:
     return YIQ_TO_RGB.to(turns.device) @ rot @ RGB_TO_YIQ.to(turns.device)
 
 
-def apply_color(x: torch.Tensor, m: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def apply_color(
+    x: torch.Tensor, m: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """clamp(M x + b, 0, 1) per pixel, with M (B, C, C) and b (B, C): one batched matmul."""
     b, c, h, w = x.shape
-    out = torch.baddbmm(bias.to(x.dtype)[..., None], m.to(x.dtype), x.reshape(b, c, h * w))
-    return out.view(b, c, h, w).clamp_(0, 1)
+    flat = None if out is None else out.view(b, c, h * w)
+    y = torch.baddbmm(bias.to(x.dtype)[..., None], m.to(x.dtype), x.reshape(b, c, h * w), out=flat)
+    return y.view(b, c, h, w).clamp_(0, 1)
 
 
 class ColorOp(Op):
@@ -110,6 +113,7 @@ class ColorStage:
     def __init__(self, ops: list[ColorOp]):
         self.ops = ops
         self.needs_mean = any(op.needs_mean for op in ops)
+        self.scratch: Scratch | None = None  # set when the next stage copies the result anyway
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, c = x.shape[:2]
@@ -119,7 +123,8 @@ class ColorStage:
             mean = torch.baddbmm(bias[..., None], m, mean0[..., None])[..., 0] if op.needs_mean else None
             mi, bi = op.transform(x, mean, generator)
             m, bias = mi @ m, torch.baddbmm(bi[..., None], mi, bias[..., None])[..., 0]
-        return apply_color(x, m, bias)
+        out = self.scratch.get("color", tuple(x.shape), x.dtype, x.device) if self.scratch else None
+        return apply_color(x, m, bias, out)
 
 
 @register("color_jitter", aliases=("colour_jitter", "jitter"))

@@ -1,10 +1,10 @@
 """`Augment`: a parsed spec, fused into stages, applied to a whole batch on its device.
 
-The stages, in spec order: all affine ops fused into one resampling pass (at the place of the first of
-them), all colour ops fused into one colour matrix (at the place of the first of them), every other op
-on its own; the mixing ops always last. Geometric and per-pixel colour maps commute except at the zero
-border and in the mean grey that contrast uses, so gathering each kind in one place changes what a
-sample can look like very little and saves whole passes over the batch.
+The stages: every colour op fused into one colour map and every affine op into one resampling pass,
+these two together (colour first) at the place of the first colour or affine op in the spec; every
+other op on its own, in spec order; the mixing ops last. Per-pixel colour maps and geometric maps
+commute except at the border, so gathering them saves whole passes over the batch; colour goes first
+so that the border the geometry brings in stays black (zero), and contrast uses the whole image's mean.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from trainlab.data.augment.base import Op
+from trainlab.data.augment.base import Op, Scratch
 from trainlab.data.augment.geometric import AffineStage
 from trainlab.data.augment.mix import MixStage
 from trainlab.data.augment.photometric import ColorStage
@@ -22,29 +22,27 @@ from trainlab.errors import ConfigError, TrainlabError
 
 
 def plan_stages(ops: list[Op]) -> list:
-    """Spec order, with all affine ops in one AffineStage and all colour ops in one ColorStage."""
-    stages, fused = [], {"affine": AffineStage, "color": ColorStage}
+    """Colour then affine stage where the first of either is written; other ops in order; no mixing."""
+    colour = [op for op in ops if op.kind == "color"]
+    affine = [op for op in ops if op.kind == "affine"]
+    fused = [ColorStage(colour)] * bool(colour) + [AffineStage(affine)] * bool(affine)
+    if colour and affine:  # the colour result is only read by the resampling: keep it in a reused buffer
+        fused[0].scratch = Scratch()
+    stages, placed = [], False
     for op in ops:
-        if op.kind in fused:
-            group = [o for o in ops if o.kind == op.kind]
-            if group[0] is op:
-                stages.append(fused[op.kind](group))
-        elif op.kind != "mix":
+        if op.kind in ("color", "affine") and not placed:
+            stages, placed = stages + fused, True
+        elif op.kind == "pixel":
             stages.append(op)
     return stages
 
 
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    if x.dtype == torch.uint8:
-        return x.float().div_(255)
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
 def restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Back to the input's dtype; `x` is a tensor of this pipeline, so it may be overwritten."""
     if x.dtype == dtype:
         return x
     if dtype == torch.uint8:
-        return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
     return x.to(dtype)
 
 
@@ -69,6 +67,7 @@ class Augment:
         self.stages = plan_stages(self.ops)
         self.mix = MixStage(mixing, num_classes) if mixing else None
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.scratch = Scratch()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.ndim != 4:
@@ -78,10 +77,17 @@ class Augment:
         x, targets = images, labels
         for stage in self.stages:
             copy_only = isinstance(stage, AffineStage) and stage.integer
-            x = stage(x if copy_only else to_float(x), self.generator)
+            x = stage(x if copy_only else self.to_float(x), self.generator)
         if self.mix is not None:
-            x, targets = self.mix(to_float(x), labels, self.generator)
-        return restore_dtype(x, images.dtype), targets
+            x, targets = self.mix(self.to_float(x), labels, self.generator)
+        return (x if x is images else restore_dtype(x, images.dtype)), targets
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 (float64 stays); uint8 [0, 255] -> [0, 1] in a reused buffer, since uint8 output is
+        converted back into a new tensor at the end."""
+        if x.dtype == torch.uint8:
+            return self.scratch.get("float", tuple(x.shape), torch.float32, x.device).copy_(x).div_(255)
+        return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
     def __bool__(self) -> bool:
         return bool(self.ops)
