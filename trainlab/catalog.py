@@ -68,9 +68,9 @@ def norms() -> list[dict]:
 
 
 def preprocessing() -> list[dict]:
-    from trainlab.data.preprocess import MODES
+    from trainlab.data.preprocess import PREPROCESSING_MODES
 
-    return [{"name": m} for m in MODES]
+    return registry_rows(PREPROCESSING_MODES)
 
 
 def augmentations() -> list[dict]:

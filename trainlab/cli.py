@@ -150,6 +150,13 @@ def cmd_augment(args: argparse.Namespace) -> None:
     print(preview_command(args.dataset, args.image, args.augment, args.out, seed=args.seed))
 
 
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from trainlab.experiments import run_experiment
+
+    result = run_experiment(args.name, quick=args.quick, out=args.out, device=args.device, seeds=args.seeds)
+    print(result["message"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="augment-preview.png")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("experiment", help="measure one of the lectures' claims and draw its figure")
+    p.add_argument("name", help="see `trainlab list experiments`")
+    p.add_argument("--quick", action="store_true", help="a small CPU version (about a minute or less)")
+    p.add_argument("--out", help="output folder (default: experiments/NAME)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: 1 quick, 3 full)")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 
