@@ -47,7 +47,7 @@ class Op:
         return {k: getattr(self, k) for k in names}
 
     def chosen(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(n,) bool: which samples this op applies to. Always draws, so the stream does not depend on p."""
+        """(n,) bool: which samples this op applies to (ops skip the draw when p = 1)."""
         return torch.rand(n, generator=generator, device=generator.device) < self.p
 
     def __repr__(self) -> str:

@@ -28,33 +28,33 @@ from trainlab.data.augment.base import Op, Scratch, number, pixels, register, sp
 from trainlab.errors import ConfigError
 
 
+def matrix(a, b, tx, c, d, ty) -> torch.Tensor:
+    """(n, 3, 3) [[a, b, tx], [c, d, ty], [0, 0, 1]] from (n,) tensors or the numbers 0, 1 and -1."""
+    ref = next(v for v in (a, b, tx, c, d, ty) if isinstance(v, torch.Tensor))
+    one = ref.new_ones(()).expand_as(ref)
+    const = {0: one * 0, 1: one, -1: -one}
+    entries = [v if isinstance(v, torch.Tensor) else const[v] for v in (a, b, tx, c, d, ty, 0, 0, 1)]
+    return torch.stack(entries, 1).view(-1, 3, 3)
+
+
 def identity(n: int, device: torch.device) -> torch.Tensor:
-    return torch.eye(3, device=device).expand(n, 3, 3).clone()
+    return torch.eye(3, device=device).expand(n, 3, 3)
 
 
 def translation(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    m = identity(len(tx), tx.device)
-    m[:, 0, 2], m[:, 1, 2] = tx, ty
-    return m
-
-
-def linear(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """(n, 3, 3) with the 2x2 block [[a, b], [c, d]] and no translation."""
-    m = identity(len(a), a.device)
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
-    return m
+    return matrix(1, 0, tx, 0, 1, ty)
 
 
 def rotation(radians: torch.Tensor) -> torch.Tensor:
     """Inverse of a counter-clockwise rotation on screen (y points down), i.e. a rotation by -angle."""
     cos, sin = radians.cos(), radians.sin()
-    return linear(cos, -sin, sin, cos)
+    return matrix(cos, -sin, 0, sin, cos, 0)
 
 
 def shearing(shx: torch.Tensor, shy: torch.Tensor) -> torch.Tensor:
     """Inverse of the shear [[1, shx], [shy, 1]] (factors are tangents of the shear angles)."""
-    det = 1 - shx * shy
-    return linear(1 / det, -shx / det, -shy / det, 1 / det)
+    inv_det = 1 / (1 - shx * shy)
+    return matrix(inv_det, -shx * inv_det, 0, -shy * inv_det, inv_det, 0)
 
 
 def keep_unchosen(m: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
@@ -99,6 +99,8 @@ class Affine(Op):
 
     def inverse(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 3, 3) centred inverse matrices, the identity for samples this op skips."""
+        if self.p >= 1:
+            return self.draw(n, height, width, generator)
         chosen = self.chosen(n, generator)
         return keep_unchosen(self.draw(n, height, width, generator), chosen)
 
@@ -134,8 +136,7 @@ class HFlip(Affine):
         super().__init__(p)
 
     def draw(self, n, height, width, generator):
-        one = torch.ones(n, device=generator.device)
-        return linear(-one, 0 * one, 0 * one, one)
+        return matrix(torch.full((n,), -1.0, device=generator.device), 0, 0, 0, 1, 0)
 
 
 @register("vflip", aliases=("vertical_flip",))
@@ -148,8 +149,7 @@ class VFlip(Affine):
         super().__init__(p)
 
     def draw(self, n, height, width, generator):
-        one = torch.ones(n, device=generator.device)
-        return linear(one, 0 * one, 0 * one, -one)
+        return matrix(torch.ones(n, device=generator.device), 0, 0, 0, -1, 0)
 
 
 @register("translate", aliases=("translation", "shift"))
@@ -237,7 +237,7 @@ class Scale(Affine):
 
     def draw(self, n, height, width, generator):
         inv = 1 / uniform(generator, n, self.factor)
-        return linear(inv, 0 * inv, 0 * inv, inv)
+        return matrix(inv, 0, 0, 0, inv, 0)
 
 
 @register("stretch", aliases=("anisotropic_scale",))
@@ -252,7 +252,7 @@ class Stretch(Affine):
 
     def draw(self, n, height, width, generator):
         ix, iy = 1 / uniform(generator, n, self.factor), 1 / uniform(generator, n, self.factor)
-        return linear(ix, 0 * ix, 0 * ix, iy)
+        return matrix(ix, 0, 0, 0, iy, 0)
 
 
 @register("random_resized_crop", aliases=("rrc", "resized_crop"))
@@ -278,9 +278,7 @@ class RandomResizedCrop(Affine):
         fw, fh = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)  # box / image
         cx = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - fw) * width
         cy = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - fh) * height
-        m = linear(fw, 0 * fw, 0 * fw, fh)
-        m[:, 0, 2], m[:, 1, 2] = cx, cy
-        return m
+        return matrix(fw, 0, cx, 0, fh, cy)
 
 
 @register("scale_jitter", aliases=("resnet_scale",))
@@ -298,6 +296,4 @@ class ScaleJitter(Affine):
         inv = 1 / uniform(generator, n, self.zoom)
         cx = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - inv) * width
         cy = (torch.rand(n, generator=generator, device=generator.device) - 0.5) * (1 - inv) * height
-        m = linear(inv, 0 * inv, 0 * inv, inv)
-        m[:, 0, 2], m[:, 1, 2] = cx, cy
-        return m
+        return matrix(inv, 0, cx, 0, inv, cy)

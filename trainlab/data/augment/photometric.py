@@ -98,6 +98,8 @@ class ColorOp(Op):
         self, x: torch.Tensor, mean: torch.Tensor | None, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(M (B, C, C), b (B, C)) per sample; the identity for samples this op skips."""
+        if self.p >= 1:
+            return self.draw(x, mean, generator)
         chosen = self.chosen(len(x), generator)
         m, b = self.draw(x, mean, generator)
         m = torch.where(chosen.view(-1, 1, 1), m, eye(len(x), x.shape[1], x.device))
