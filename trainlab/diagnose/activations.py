@@ -209,3 +209,29 @@ class ActivationStats(Callback):
 def finite_or_none(value: torch.Tensor) -> float | None:
     """JSON has no NaN: statistics that do not apply to a layer (saturation of a ReLU) become None."""
     return round(float(value), 6) if torch.isfinite(value) else None
+
+
+@torch.no_grad()
+def dead_unit_fraction(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+    """Per ReLU-family layer: the share of units whose input is never > 0 on any of the inputs `x`
+    (a dead unit: its gradient is 0 for all of them, so it never learns again)."""
+    layers = [(name, module) for name, module, kind in activation_layers(model) if kind in DEAD_KINDS]
+    active: dict[str, torch.Tensor] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda m, inputs, out, name=name: active.__setitem__(
+                name, units_active(inputs[0]) | active.get(name, torch.zeros((), dtype=torch.bool))
+            )
+        )
+        for name, module in layers
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size])
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return {name: float((~active[name]).float().mean()) for name, _ in layers}

@@ -6,7 +6,18 @@
 `trainlab experiment NAME [--quick] [--out DIR] [--device D] [--seeds N]` calls run_experiment.
 """
 
-from trainlab.experiments import approximation, init, zero_centering  # noqa: F401  (they register)
+from trainlab.experiments import (  # noqa: F401  (each module registers its experiment)
+    activations,
+    approximation,
+    augmentation,
+    batchnorm,
+    dead_relu,
+    dropout_inference,
+    init,
+    preprocessing,
+    regularization,
+    zero_centering,
+)
 from trainlab.experiments.common import EXPERIMENTS, run_experiment
 
 __all__ = ["EXPERIMENTS", "run_experiment"]

@@ -201,25 +201,33 @@ class Split:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    standardizer: Any = None
 
 
 def fashion_split(
-    device: torch.device, n_train: int, n_val: int, seed: int = 0, preprocess: str = "channel_mean_std"
+    device: torch.device,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    preprocess: str = "channel_mean_std",
+    **preprocess_options: Any,
 ) -> Split:
-    """`n_train` training and `n_val` held-out validation images from the Fashion-MNIST training set."""
+    """`n_train` training and `n_val` held-out validation images from the Fashion-MNIST training set,
+    preprocessed by `Standardizer(preprocess, **preprocess_options)` fitted on the training images."""
     from trainlab.data.datasets import split_train_val
     from trainlab.data.preprocess import Standardizer
 
     data = load_images()
     train_idx, val_idx = split_train_val(len(data.train_images), 10000, seed)
     train_idx, val_idx = train_idx[:n_train], val_idx[:n_val]
-    standardizer = Standardizer(preprocess).fit(data.train_images[train_idx])
+    standardizer = Standardizer(preprocess, **preprocess_options).fit(data.train_images[train_idx])
     prepare = lambda idx: standardizer(data.train_images[idx].float().div(255)).to(device)  # noqa: E731
     return Split(
         prepare(train_idx),
         data.train_labels[train_idx].to(device),
         prepare(val_idx),
         data.train_labels[val_idx].to(device),
+        standardizer,
     )
 
 
@@ -250,10 +258,12 @@ def train_classifier(
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     augment: Callable | None = None,
     on_step: Callable[[int, nn.Module], None] | None = None,
+    on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Mini-batch training on device tensors. Returns per-epoch train_loss, train_accuracy, val_loss,
     val_accuracy (train metrics are the running means over the epoch's batches), and `diverged`.
-    `augment(images, labels) -> (images, targets)` may return soft targets."""
+    `augment(images, labels) -> (images, targets)` may return soft targets; `on_epoch(epoch, history)` runs
+    after each epoch's validation."""
     generator = torch.Generator(device=data.x_train.device).manual_seed(seed)
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -263,7 +273,7 @@ def train_classifier(
         k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
     }
     n, step = len(data.x_train), 0
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n, device=data.x_train.device, generator=generator)
         loss_sum = torch.zeros((), device=data.x_train.device)
@@ -296,9 +306,22 @@ def train_classifier(
         history["train_accuracy"].append(float(correct) / max(seen, 1))
         history["val_loss"].append(val_loss)
         history["val_accuracy"].append(val_acc)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
     return history
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     t = torch.tensor(values, dtype=torch.float64)
     return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def pixel_space(augment: Callable, standardizer) -> Callable:
+    """Apply `augment` (which expects images in [0, 1]) to standardised images: undo the preprocessing,
+    augment, clamp to [0, 1], and preprocess again."""
+
+    def apply(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = augment(standardizer.inverse_transform(x).clamp(0, 1), labels)
+        return standardizer.transform(images), targets
+
+    return apply
