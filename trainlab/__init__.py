@@ -1,3 +1,44 @@
-"""trainlab: the training-neural-networks curriculum as fast, tested software."""
+"""trainlab: the training-neural-networks curriculum as fast, tested software.
+
+The public API, imported lazily so that `trainlab --help` starts fast:
+
+    trainlab.load_dataset("fashion-mnist")
+    trainlab.load_config("default", ["optim.lr=0.1"]);  trainlab.train(cfg, "runs/x")
+    trainlab.create_model("resnet18", in_channels=1, num_classes=10, act="gelu", norm="group")
+    trainlab.create_activation("leaky_relu", negative_slope=0.1);  trainlab.init_model(model, "kaiming_normal")
+    trainlab.fold_batchnorm(model);  trainlab.Standardizer("zca_whiten");  trainlab.Augment("hflip,translate=2")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "load_dataset": "trainlab.data.datasets",
+    "load_config": "trainlab.config",
+    "Config": "trainlab.config",
+    "train": "trainlab.train.run",
+    "Trainer": "trainlab.train.trainer",
+    "Callback": "trainlab.train.callbacks",
+    "create_model": "trainlab.models",
+    "list_models": "trainlab.models",
+    "create_activation": "trainlab.nn.activations",
+    "init_model": "trainlab.nn.init",
+    "create_norm": "trainlab.nn.norm",
+    "fold_batchnorm": "trainlab.nn.norm",
+    "create_penalty": "trainlab.nn.regularize",
+    "Standardizer": "trainlab.data.preprocess",
+    "Augment": "trainlab.data.augment",
+    "load_trained": "trainlab.predict",
+    "run_experiment": "trainlab.experiments",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'trainlab' has no attribute {name!r}")

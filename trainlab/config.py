@@ -38,7 +38,7 @@ class DataConfig:
     augment: str = ""  # spec string, e.g. "hflip,translate=2"
     batch_size: int = 128
     eval_batch_size: int = 1024
-    memory_budget_mb: int = 4096  # larger datasets stream from disk through worker processes
+    memory_budget_mb: float = 4096  # larger image folders stream from disk through worker processes
     workers: int = 2  # only for streaming datasets
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from trainlab.data import formats
+from trainlab.data.stream import FileImages
 from trainlab.errors import DataError
 from trainlab.registry import Registry
 
@@ -43,12 +44,13 @@ IDX_FILES = {
 
 @dataclass
 class ImageDataset:
-    """A whole dataset in memory: images (N, C, H, W) uint8, labels (N,) int64, CPU tensors."""
+    """A dataset: images (N, C, H, W) uint8 CPU tensors (or FileImages for a streamed image folder),
+    labels (N,) int64."""
 
     name: str
-    train_images: torch.Tensor
+    train_images: torch.Tensor | FileImages
     train_labels: torch.Tensor
-    test_images: torch.Tensor
+    test_images: torch.Tensor | FileImages
     test_labels: torch.Tensor
     classes: list[str]
     root: Path | None = None
@@ -61,6 +63,10 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train_images, FileImages)
 
 
 @dataclass(frozen=True)
@@ -123,10 +129,11 @@ def locate(name: str) -> Path:
     )
 
 
-def load_dataset(name: str) -> ImageDataset:
-    """Load a registered dataset, or an image folder given as `folder:PATH`."""
+def load_dataset(name: str, memory_budget_mb: float | None = None) -> ImageDataset:
+    """Load a registered dataset, or an image folder given as `folder:PATH` (streamed from disk when
+    its decoded size exceeds `memory_budget_mb`)."""
     if name.startswith("folder:"):
-        return load_image_folder(Path(name[len("folder:") :]))
+        return load_image_folder(Path(name[len("folder:") :]), memory_budget_mb)
     spec = DATASETS.get(name)
     root = locate(spec.name)
     paths = [find_file(root, stem) for stem in spec.files]
@@ -178,11 +185,12 @@ def make_dataset(name, train_x, train_y, test_x, test_y, classes, root, files=No
     )
 
 
-def load_image_folder(root: Path) -> ImageDataset:
+def load_image_folder(root: Path, memory_budget_mb: float | None = None) -> ImageDataset:
     """`root/train/<class>/*` and `root/test/<class>/*` if present, else `root/<class>/*` (test split empty).
 
     All images are converted to one channel count (1 if every image is grey, else 3) and resized to the
-    first image's size; see formats.to_pixels for the mode conversions.
+    first image's size; see formats.to_pixels for the mode conversions. When the decoded images would
+    take more than `memory_budget_mb`, they stay on disk as FileImages and stream during training.
     """
     has_splits = (root / "train").is_dir()
     train_files, train_y, classes = formats.scan_image_folder(root / "train" if has_splits else root)
@@ -192,6 +200,18 @@ def load_image_folder(root: Path) -> ImageDataset:
         if test_classes != classes:
             raise DataError(f"{root / 'test'}: class folders {test_classes} differ from train's {classes}")
     channels, size = formats.folder_geometry(train_files)
+    decoded_mb = (len(train_files) + len(test_files)) * channels * size[0] * size[1] / 2**20
+    if memory_budget_mb is not None and decoded_mb > memory_budget_mb:
+        return ImageDataset(
+            f"folder:{root}",
+            FileImages(train_files, channels, size),
+            torch.from_numpy(train_y),
+            FileImages(test_files, channels, size),
+            torch.from_numpy(test_y),
+            classes,
+            root,
+            {"train": train_files, "test": test_files},
+        )
     read = lambda files: np.stack([formats.load_image(p, channels, size) for p in files])  # noqa: E731
     empty = np.zeros((0, channels, *size), dtype=np.uint8)
     test_x = read(test_files) if test_files else empty

@@ -17,6 +17,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from trainlab.data.augment import Augment
 from trainlab.data.datasets import ImageDataset, load_dataset, split_train_val
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import Standardizer
+from trainlab.data.stream import StreamLoader
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.models import create_model
 from trainlab.nn.init import INITIALIZERS, init_model
@@ -36,6 +38,8 @@ from trainlab.train.checkpoint import atomic_write_text, load_checkpoint, prefix
 from trainlab.train.metrics import confusion_matrix
 from trainlab.train.optim import create_optimizer, create_schedule
 from trainlab.train.trainer import Trainer
+
+STREAM_FIT_SAMPLE = 4096  # images the preprocessing of a streamed dataset is fitted on
 
 
 @dataclass
@@ -63,24 +67,49 @@ def seed_everything(seed: int) -> None:
 
 
 @dataclass
-class Splits:
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
+class Loaders:
+    train: DeviceLoader | StreamLoader
+    val: DeviceLoader | StreamLoader
+    test: DeviceLoader | StreamLoader
+    fit_images: torch.Tensor  # uint8 training images on the device, to fit the preprocessing on
 
 
-def make_splits(data: ImageDataset, cfg: Config, device: torch.device) -> Splits:
-    """Seeded train/validation split of the training set; the test set stays untouched until the end."""
+def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loaders:
+    """Seeded train/validation split of the training set; the test set stays untouched until the end.
+    In-memory datasets move to the device once; streamed image folders are read by worker processes."""
     train_idx, val_idx = split_train_val(len(data.train_images), cfg.data.val_size, cfg.train.seed)
     if cfg.data.limit_train is not None:
         if cfg.data.limit_train <= 0:
             raise ConfigError(f"data.limit_train must be positive, got {cfg.data.limit_train}")
         train_idx = train_idx[: cfg.data.limit_train]
-    on = lambda x, i: x[i].to(device)  # noqa: E731
-    return Splits(
-        (on(data.train_images, train_idx), on(data.train_labels, train_idx)),
-        (on(data.train_images, val_idx), on(data.train_labels, val_idx)),
-        (data.test_images.to(device), data.test_labels.to(device)),
+    batch, eval_batch, seed = cfg.data.batch_size, cfg.data.eval_batch_size, cfg.train.seed
+    if data.streamed:
+        stream = partial(StreamLoader, workers=cfg.data.workers, device=device)
+        shuffled = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
+        return Loaders(
+            stream(
+                data.train_images,
+                data.train_labels,
+                train_idx,
+                batch,
+                shuffle=True,
+                drop_last=True,
+                seed=seed,
+            ),
+            stream(data.train_images, data.train_labels, val_idx, eval_batch),
+            stream(data.test_images, data.test_labels, torch.arange(len(data.test_images)), eval_batch),
+            data.train_images[train_idx[shuffled[:STREAM_FIT_SAMPLE]]].to(device),
+        )
+    train_x = data.train_images[train_idx].to(device)
+    return Loaders(
+        DeviceLoader(
+            train_x, data.train_labels[train_idx].to(device), batch, shuffle=True, drop_last=True, seed=seed
+        ),
+        DeviceLoader(
+            data.train_images[val_idx].to(device), data.train_labels[val_idx].to(device), eval_batch
+        ),
+        DeviceLoader(data.test_images.to(device), data.test_labels.to(device), eval_batch),
+        train_x,
     )
 
 
@@ -121,24 +150,18 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
 
-    data = load_dataset(cfg.data.dataset)
-    splits = make_splits(data, cfg, device)
-    standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options).fit(splits.train[0])
+    data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
+    loaders = make_loaders(data, cfg, device)
+    standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options).fit(loaders.fit_images)
     model = build_model(cfg, data.image_shape, data.num_classes).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
-        batch = standardizer(splits.train[0][: cfg.data.batch_size].float().div(255))
+        batch = standardizer(loaders.fit_images[: cfg.data.batch_size].float().div(255))
         init_model(model, cfg.model.init, batch=batch, **cfg.model.init_options)
     augment = Augment(cfg.data.augment, seed=cfg.train.seed, num_classes=data.num_classes, device=str(device))
-    train_loader = DeviceLoader(
-        *splits.train, cfg.data.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed
-    )
-    if len(train_loader) == 0:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the {len(splits.train[0])} training images"
-        )
-    val_loader = DeviceLoader(*splits.val, cfg.data.eval_batch_size)
+    if len(loaders.train) == 0:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the training split")
 
     meta = {"config": cfg.to_dict(), "classes": data.classes, "image_shape": list(data.image_shape)}
     fixed_tensors = prefixed("preprocess", standardizer.state_dict())
@@ -172,7 +195,7 @@ def train(
         ema_decay=cfg.train.ema,
         tta=cfg.train.tta,
         callbacks=run_callbacks,
-        stateful={"loader": train_loader, "augment": augment},
+        stateful={"loader": loaders.train, "augment": augment},
         compile=cfg.train.compile,
         device=device,
     )
@@ -182,10 +205,14 @@ def train(
         trainer.load_state(*load_checkpoint(run_dir / "checkpoints" / "last.safetensors"))
     setup_seconds = time.perf_counter() - started
 
-    history = trainer.fit(train_loader, val_loader)
+    history = trainer.fit(loaders.train, loaders.val)
     train_seconds = sum(h["seconds"] for h in history)  # every epoch's, also those before a resume
 
-    logits, labels = trainer.predict_logits(DeviceLoader(*splits.test, cfg.data.eval_batch_size))
+    logits, labels = (
+        trainer.predict_logits(loaders.test)
+        if len(loaders.test)
+        else (torch.zeros(0, data.num_classes), torch.zeros(0, dtype=torch.long))
+    )
     predictions = logits.argmax(1)
     summary = {
         "test_accuracy": float((predictions == labels).float().mean()) if len(labels) else float("nan"),

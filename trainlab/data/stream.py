@@ -1,0 +1,100 @@
+"""Image folders larger than the memory budget: images stay on disk and stream through worker
+processes, one decoded batch at a time.
+
+The epoch order comes from a seeded `torch.Generator` whose state is checkpointed, exactly like the
+DeviceLoader, so a resumed run sees the same batches. Decoding an image file is per-sample work by
+nature; it runs in `workers` processes while the main process trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainlab.data import formats
+
+
+class FileImages:
+    """A lazily read image split: (N, C, H, W) uint8 images behind a list of files."""
+
+    def __init__(self, files: list[Path], channels: int, size: tuple[int, int]):
+        self.files, self.channels, self.size = list(files), channels, tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), self.channels, *self.size)
+
+    def read(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(formats.load_image(self.files[index], self.channels, self.size))
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return (
+            torch.stack([self.read(int(i)) for i in indices])
+            if len(indices)
+            else torch.zeros(0, *self.shape[1:])
+        )
+
+
+class LabelledFiles(Dataset):
+    def __init__(self, images: FileImages, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images.read(index), self.labels[index]
+
+
+class StreamLoader:
+    """Batches (uint8 images, labels) of `indices` into a FileImages split, decoded by worker processes
+    and moved to `device`. Same interface as DeviceLoader."""
+
+    def __init__(
+        self,
+        images: FileImages,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        workers: int = 2,
+        device: torch.device | str = "cpu",
+    ):
+        self.dataset = LabelledFiles(images, labels)
+        self.indices, self.batch_size, self.shuffle, self.drop_last = indices, batch_size, shuffle, drop_last
+        self.workers, self.device = workers, torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = (
+            self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+            if self.shuffle
+            else self.indices
+        )
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size].tolist() for i in range(len(self))]
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=batches,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for images, labels in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
