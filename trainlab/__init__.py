@@ -5,8 +5,9 @@ The public API, imported lazily so that `trainlab --help` starts fast:
     trainlab.load_dataset("fashion-mnist")
     trainlab.load_config("default", ["optim.lr=0.1"]);  trainlab.train(cfg, "runs/x")
     trainlab.create_model("resnet18", in_channels=1, num_classes=10, act="gelu", norm="group")
-    trainlab.create_activation("leaky_relu", negative_slope=0.1);  trainlab.init_model(model, "kaiming_normal")
-    trainlab.fold_batchnorm(model);  trainlab.Standardizer("zca_whiten");  trainlab.Augment("hflip,translate=2")
+    trainlab.create_activation("leaky_relu", negative_slope=0.1)
+    trainlab.init_model(model, "kaiming_normal");  trainlab.fold_batchnorm(model)
+    trainlab.Standardizer("zca_whiten");  trainlab.Augment("hflip,translate=2")
 """
 
 from __future__ import annotations
