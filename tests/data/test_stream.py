@@ -43,7 +43,8 @@ def test_training_on_a_streamed_folder(tmp_path):
     root = make_folder(tmp_path / "folder")
     overrides = {
         "data.dataset": f"folder:{root}", "data.memory_budget_mb": 1e-6, "data.val_size": 8,
-        "data.batch_size": 8, "data.workers": 0, "model.name": "mlp", "optim.name": "adam", "optim.lr": 0.01, "train.epochs": 3,
+        "data.batch_size": 8, "data.workers": 0, "model.name": "mlp", "optim.name": "adam", "optim.lr": 0.01,
+        "train.epochs": 3,
     }  # fmt: skip
     result = train(load_config("default", overrides), tmp_path / "run", progress=False)
     assert result.summary["test_accuracy"] == 1.0  # dark vs light is trivially separable
