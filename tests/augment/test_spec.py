@@ -71,3 +71,8 @@ def test_errors_are_one_line_config_errors(spec, message):
     with pytest.raises(ConfigError) as e:
         Augment(spec)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_color_jitter_strength_fills_only_the_options_not_given():
+    spec = Augment("color_jitter(0.4,hue=0)").get_config()["spec"]["color_jitter"]
+    assert spec["brightness"] == (0.6, 1.4) and spec["hue"] == (0.0, 0.0)

@@ -132,7 +132,8 @@ class ColorStage:
 @register("color_jitter", aliases=("colour_jitter", "jitter"))
 class ColorJitter(ColorOp):
     """Brightness, contrast, saturation (factors in [1 - s, 1 + s]) and hue (turns in [-h, h]), in that
-    order. `color_jitter=s` sets brightness = contrast = saturation = s and hue = s / 4 (SimCLR's ratio)."""
+    order. `strength` s sets the ones not given: brightness = contrast = saturation = s, hue = s / 4
+    (SimCLR's ratio); without it they default to 0.4, 0.4, 0.4 and 0.1."""
 
     primary = "strength"
     needs_mean = True
@@ -140,21 +141,19 @@ class ColorJitter(ColorOp):
     def __init__(
         self,
         strength: float | None = None,
-        brightness: float | tuple[float, float] = 0.4,
-        contrast: float | tuple[float, float] = 0.4,
-        saturation: float | tuple[float, float] = 0.4,
-        hue: float | tuple[float, float] = 0.1,
+        brightness: float | tuple[float, float] | None = None,
+        contrast: float | tuple[float, float] | None = None,
+        saturation: float | tuple[float, float] | None = None,
+        hue: float | tuple[float, float] | None = None,
         p: float = 1.0,
     ):
         super().__init__(p)
-        if strength is not None:
-            s = number(strength, self.name, "strength", 0, 1)
-            brightness, contrast, saturation, hue = s, s, s, s / 4
+        s = 0.4 if strength is None else number(strength, self.name, "strength", 0, 1)
         self.strength = strength
-        self.brightness = span(brightness, self.name, "brightness", centre=1.0, low=0.0)
-        self.contrast = span(contrast, self.name, "contrast", centre=1.0, low=0.0)
-        self.saturation = span(saturation, self.name, "saturation", centre=1.0, low=0.0)
-        self.hue = span(hue, self.name, "hue", low=-0.5, high=0.5)
+        self.brightness = span(s if brightness is None else brightness, self.name, "brightness", 1.0, 0.0)
+        self.contrast = span(s if contrast is None else contrast, self.name, "contrast", 1.0, 0.0)
+        self.saturation = span(s if saturation is None else saturation, self.name, "saturation", 1.0, 0.0)
+        self.hue = span(s / 4 if hue is None else hue, self.name, "hue", low=-0.5, high=0.5)
 
     def draw(self, x, mean, generator):
         n, c = x.shape[:2]
