@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -198,7 +200,8 @@ def main() -> None:
     )
     libraries = ["trainlab"] + ([] if args.no_peers else peers(args.device))
 
-    results, say = [], (lambda *a: None) if args.json else print
+    results = []
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)  # progress
     device_name = (
         torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()}-thread CPU"
     )
