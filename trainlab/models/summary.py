@@ -171,7 +171,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
 
 
 def parse_input_spec(spec: str) -> tuple[int, int, int]:
-    """ "3x224x224" -> (3, 224, 224); anything else raises ConfigError."""
+    """Parse "3x224x224" into (3, 224, 224); anything else raises a one-line ConfigError."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*", spec)
     if not match or 0 in (shape := tuple(int(n) for n in match.groups())):
         raise ConfigError(f"bad input shape {spec!r}: expected CxHxW with positive integers, e.g. 3x224x224")
@@ -252,8 +252,8 @@ def inception_cost_text(costs: dict[str, dict]) -> str:
     if costs["bottleneck"]["slides_macs"]:
         slip = costs["bottleneck"]["terms"][2]  # [3x3 conv, 192] on the 64 reduced channels
         lines.append(
-            f"The slides' 358M is {bottleneck + slip['macs']:,}: the true total plus the [{slip['conv']}] "
-            f"term ({slip['formula']} = {slip['macs']:,}) counted twice."
+            f"The slides' 358M is {bottleneck + slip['macs']:,}: this total plus the [{slip['conv']}] term "
+            f"({slip['formula']} = {slip['macs']:,}) a second time, a slip in their sum."
         )
     return "\n".join(lines)
 
