@@ -121,34 +121,37 @@ class Trainer:
             ema_buffer.copy_(buffer)
 
     def train_epoch(self, loader: Iterable) -> dict[str, float]:
+        """One pass over `loader`. Each step writes its loss and correct count into preallocated device
+        buffers (one small op each); the host reads them once, at the end of the epoch."""
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        count = 0
+        losses = torch.zeros(len(loader), device=self.device)  # (steps,)
+        corrects = torch.zeros(len(loader), dtype=torch.long, device=self.device)
+        sizes = []
         lr = self.set_lr()
         for step, (images, labels) in enumerate(loader):
             for cb in self.callbacks:
                 cb.on_train_batch_begin(self, step)
             lr = self.set_lr()
-            loss, batch_correct = self.train_step(images, labels)
-            loss_sum += loss * len(labels)
-            correct += batch_correct
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), self.global_step, first_bad)
-            count += len(labels)
+            loss, correct = self.train_step(images, labels)
+            losses[step] = loss
+            corrects[step] = correct
+            sizes.append(len(labels))
             self.global_step += 1
             for cb in self.callbacks:
                 cb.on_train_batch_end(self, step, loss)
-        bad_step = int(first_bad)
-        if bad_step >= 0:
+        finite = torch.isfinite(losses[: len(sizes)]).tolist()
+        if not all(finite):
+            bad_step = self.global_step - len(sizes) + finite.index(False)
             last_good = self.extra_state.get("last_checkpoint", "none written yet")
             raise TrainingDiverged(
                 f"loss became non-finite at step {bad_step} (epoch {self.epoch + 1}); "
                 f"last good checkpoint: {last_good}"
             )
+        count = max(sum(sizes), 1)
+        weights = torch.tensor(sizes, dtype=losses.dtype, device=self.device)
         return {
-            "train_loss": float(loss_sum) / max(count, 1),
-            "train_accuracy": int(correct) / max(count, 1),
+            "train_loss": float((losses[: len(sizes)] * weights).sum()) / count,
+            "train_accuracy": int(corrects.sum()) / count,
             "lr": lr,
         }
 
