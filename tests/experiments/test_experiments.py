@@ -141,7 +141,7 @@ def test_regularization_overfits_without_and_l1_sparsifies(quick):
     gap = m["train_minus_val_accuracy_at_end"]
     assert gap["none"] > 0.03
     assert gap["dropout 0.5"] < gap["none"]
-    assert m["first_layer_sparsity"]["L1 (1e-5)"] > m["first_layer_sparsity"]["none"]
+    assert m["first_layer_sparsity"]["L1 (2e-4)"] > m["first_layer_sparsity"]["none"]
 
 
 def test_dropout_mc_average_converges_to_the_rescaled_pass(quick):
@@ -163,5 +163,5 @@ def test_approximation_relu_sum_exact_and_linear_net_fails_on_rings(quick):
 
 def test_augmentation_measures_every_quick_augmentation(quick):
     acc = quick("augmentation")["measured"]["test_accuracy"]
-    assert set(acc) == {"none", "translate=2", "random_erasing", "mixup=0.2"}
+    assert set(acc) == {"none", "translate=2", "mixup=0.2"}
     assert all(0.5 < a["mean"] <= 1 for a in acc.values())

@@ -22,7 +22,7 @@ from trainlab.experiments.common import (
 )
 from trainlab.experiments.regularization import test_split
 
-QUICK = ["translate=2", "random_erasing", "mixup=0.2"]
+QUICK = ["translate=2", "mixup=0.2"]
 FULL = [
     "hflip",
     "translate=2",
@@ -45,9 +45,9 @@ FULL = [
     lecture="data augmentation",
 )
 def augmentation_experiment(ctx: Context) -> Outcome:
-    data = fashion_split(ctx.device, ctx.pick(2000, 5000), 2000)
+    data = fashion_split(ctx.device, ctx.pick(1500, 5000), 2000)
     x_test, y_test = test_split(ctx.device, data.standardizer, ctx.pick(2000, 10000))
-    epochs = ctx.pick(3, 15)
+    epochs = ctx.pick(3, 10)
     specs = ["none"] + ctx.pick(QUICK, FULL)
     accuracy, spread, curves = {}, {}, {}
     for spec in specs:

@@ -124,9 +124,12 @@ def run_experiment(
         "config": {**outcome.config, "quick": quick, "seeds": ctx.seeds},
         "environment": environment(ctx.device, seconds),
         "figures": [f for f, _ in ctx.figures],
+        "captions": [c for _, c in ctx.figures],
+        "notes": outcome.notes,
+        "command": command_line(name, quick, ctx.seeds, out),
     }
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=float))
-    atomic_write_text(out / "README.md", readme(result, ctx, outcome.notes))
+    atomic_write_text(out / "README.md", readme(result))
     message = f"{name}: {result['verdict']} ({seconds:.1f} s) -> {out}"
     return {"verdict": result["verdict"], "out": str(out), "message": message, "seconds": seconds}
 
@@ -138,17 +141,27 @@ def environment(device: torch.device, seconds: float) -> dict[str, Any]:
         where = f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
     return {
         "device": where,
+        "load_average": round(os.getloadavg()[0], 1),  # > cores: the machine was shared during the run
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(seconds, 1),
     }
 
 
-def readme(result: dict[str, Any], ctx: Context, notes: str) -> str:
+def command_line(name: str, quick: bool, seeds: int, out: Path) -> str:
+    command = f"trainlab experiment {name}{' --quick' if quick else ''}"
+    if seeds != (1 if quick else 3):
+        command += f" --seeds {seeds}"
+    if out != Path("experiments") / name:
+        command += f" --out {out}"
+    return command
+
+
+def readme(result: dict[str, Any]) -> str:
+    """The experiment's README.md, rendered from its results.json alone."""
     env = result["environment"]
-    command = f"trainlab experiment {result['experiment']}{' --quick' if ctx.quick else ''}"
-    if ctx.seeds != (1 if ctx.quick else 3):
-        command += f" --seeds {ctx.seeds}"
+    shared = f" (load average {env['load_average']} at the end: shared with other jobs)"
+    shared = shared if env["load_average"] > (os.cpu_count() or 1) else ""
     lines = [
         f"# Experiment `{result['experiment']}`",
         "",
@@ -165,24 +178,40 @@ def readme(result: dict[str, Any], ctx: Context, notes: str) -> str:
         ],
         "",
     ]
-    if notes:
-        lines += [notes.strip(), ""]
-    for filename, caption in ctx.figures:
+    if result["notes"]:
+        lines += [result["notes"].strip(), ""]
+    for filename, caption in zip(result["figures"], result["captions"]):
         lines += [f"![{caption}]({filename})", "", f"*{caption}*", ""]
     lines += [
         "## Measured numbers",
         "",
-        "```json",
-        json.dumps(result["measured"], indent=1, default=float),
-        "```",
+        *[
+            f"- **{key}**: `{json.dumps(rounded(value), default=float)}`"
+            for key, value in result["measured"].items()
+        ],
+        "",
+        "Full precision in [results.json](results.json).",
         "",
         "## Reproduce",
         "",
-        f"`{command}` on {env['device']}, torch {env['torch']}, {env['date']}, {env['seconds']} s.",
+        f"`{result['command']}` on {env['device']}{shared}, torch {env['torch']}, {env['date']}, "
+        f"{env['seconds']} s.",
+        "",
         f"Configuration: `{json.dumps(result['config'], default=str)}`",
         "",
     ]
     return "\n".join(lines)
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """`value` with every float rounded to `digits` significant digits, for reading."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -325,3 +354,37 @@ def pixel_space(augment: Callable, standardizer) -> Callable:
         return standardizer.transform(images), targets
 
     return apply
+
+
+def write_index(root: Path | str) -> Path:
+    """README.md in `root` with one row per experiment folder holding a results.json: verdict, claim,
+    first figure, checks passed, device and date."""
+    root = Path(root)
+    rows = []
+    for path in sorted(root.glob("*/results.json")):
+        r = json.loads(path.read_text())
+        name, env = r["experiment"], r["environment"]
+        passed = sum(c["passed"] for c in r["checks"])
+        figure = f"![{name}]({name}/{r['figures'][0]})" if r["figures"] else ""
+        rows.append(
+            f"| [{name}]({name}/README.md) | **{r['verdict']}** ({passed}/{len(r['checks'])}) | {r['claim']} "
+            f"| {env['seconds']} s, {env['date']} |"
+        )
+        if figure:
+            rows.append(f"| | | {figure} | |")
+    lines = [
+        "# Lecture claims, measured",
+        "",
+        "Each folder holds one experiment's full run: its figures, `results.json` (claim, measured numbers, "
+        "checks, verdict, config, environment) and a README. The verdict is computed from the checks: "
+        "`supported` when all pass, `not supported` when none does, `mixed` otherwise. Reproduce one with "
+        "`trainlab experiment NAME --out docs/experiments/NAME` (add `--quick` for the under-a-minute "
+        "version); `trainlab.experiments.common.write_index('docs/experiments')` regenerates this index.",
+        "",
+        "| experiment | verdict (checks passed) | claim | run |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    atomic_write_text(root / "README.md", "\n".join(lines))
+    return root / "README.md"

@@ -41,19 +41,21 @@ def toy_inputs(n: int, centred: bool, generator: torch.Generator) -> torch.Tenso
 def sgd_path(x: torch.Tensor, lr: float, steps: int, generator: torch.Generator) -> tuple[np.ndarray, float]:
     """Plain SGD, batch 1, on 0.5 (w . x - y)^2 with y = w* . x, from w = 0.
 
-    Returns (path, share of steps whose gradient components have the same sign)."""
+    Returns (path, share of the steps with a non-zero gradient whose components have the same sign)."""
     w_star = torch.tensor(W_STAR, dtype=torch.float64)
     y = x @ w_star
     w = torch.zeros(2, dtype=torch.float64)
-    path, same_sign = [w.clone()], 0
+    path, same_sign, nonzero = [w.clone()], 0, 0
     for i in torch.randint(len(x), (steps,), generator=generator).tolist():
         grad = (w @ x[i] - y[i]) * x[i]
-        same_sign += int(grad[0] * grad[1] > 0)
+        if grad.abs().min() > 1e-12:  # once at w*, the gradient is 0 and has no sign
+            nonzero += 1
+            same_sign += int(grad[0] * grad[1] > 0)
         w = w - lr * grad
         path.append(w.clone())
         if not torch.isfinite(w).all() or w.abs().max() > 1e6:
             break
-    return torch.stack(path).numpy(), same_sign / max(len(path) - 1, 1)
+    return torch.stack(path).numpy(), same_sign / max(nonzero, 1)
 
 
 def steps_to_reach(path: np.ndarray, tolerance: float = 0.05) -> int | None:
