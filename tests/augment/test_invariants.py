@@ -130,3 +130,17 @@ def test_color_jitter_on_grey_images_keeps_them_grey():
     x = images(c=1).expand(8, 3, 12, 16).contiguous()
     out, _ = Augment("color_jitter=0.4")(x, torch.zeros(8))
     assert torch.allclose(out[:, 0], out[:, 1], atol=1e-5) and torch.allclose(out[:, 1], out[:, 2], atol=1e-5)
+
+
+def test_flips_alone_give_one_of_the_four_mirror_images():
+    x = images(n=32, dtype=torch.uint8)
+    aug = Augment("hflip,vflip")
+    out, _ = aug(x, torch.zeros(32))
+    assert aug.stages[0].flips
+    seen = set()
+    for i in range(32):
+        options = [x[i], x[i].flip(2), x[i].flip(1), x[i].flip(1, 2)]  # per-image dims: (C, H, W)
+        match = [k for k, o in enumerate(options) if torch.equal(out[i], o)]
+        assert match, f"sample {i} is not a mirror image"
+        seen.add(match[0])
+    assert seen == {0, 1, 2, 3}

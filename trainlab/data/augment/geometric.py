@@ -9,7 +9,8 @@ simply x_c * 2 / W.
 
 When every op of the stage is a flip or an integer shift (hflip, vflip, pad_crop, integer translate),
 the matrices are signed permutations plus integer offsets, and the stage is a pure gather: no
-interpolation, any dtype (uint8 stays uint8).
+interpolation, any dtype (uint8 stays uint8). Flips alone are cheaper still: mirrored copies of the
+chosen samples.
 
 Crops keep the image size: random_resized_crop (Szegedy et al. 2015, "Going deeper with convolutions")
 picks a box and stretches it over the whole image; scale_jitter is the ResNet recipe (He et al. 2016:
@@ -93,9 +94,24 @@ def shift_copy(x: torch.Tensor, inverse: torch.Tensor, scratch: Scratch | None =
     return padded.view(b, c, -1).gather(2, index).view(b, c, h, w)
 
 
+def flip_copy(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """The path for flips alone: each sample is copied as it is or mirrored, no per-pixel indices."""
+    h, v = inverse[:, 0, 0] < 0, inverse[:, 1, 1] < 0  # (B,) mirrored left-right / top-bottom
+    if x.is_cuda:  # no host sync: mirror everything, keep by mask
+        x = torch.where(h.view(-1, 1, 1, 1), x.flip(3), x)
+        return torch.where(v.view(-1, 1, 1, 1), x.flip(2), x)
+    out = x.clone()
+    for chosen, dims in ((h & ~v, (3,)), (v & ~h, (2,)), (h & v, (2, 3))):
+        sel = chosen.nonzero().squeeze(1)
+        if len(sel):
+            out.index_copy_(0, sel, x.index_select(0, sel).flip(dims))
+    return out
+
+
 class Affine(Op):
     kind = "affine"
     integer = False  # True when the op only flips or shifts by whole pixels
+    flip = False  # True when the op only flips
 
     def inverse(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 3, 3) centred inverse matrices, the identity for samples this op skips."""
@@ -114,6 +130,7 @@ class AffineStage:
     def __init__(self, ops: list[Affine]):
         self.ops = ops
         self.integer = all(op.integer for op in ops)
+        self.flips = all(op.flip for op in ops)
         self.scratch = Scratch()
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -121,6 +138,8 @@ class AffineStage:
         inverse = self.ops[0].inverse(b, h, w, generator)
         for op in self.ops[1:]:
             inverse = inverse @ op.inverse(b, h, w, generator)
+        if self.flips:
+            return flip_copy(x, inverse)
         if self.integer:
             return shift_copy(x, inverse, self.scratch)
         return resample(x, inverse, self.scratch)
@@ -130,7 +149,7 @@ class AffineStage:
 class HFlip(Affine):
     """Mirror left-right."""
 
-    integer = True
+    integer = flip = True
 
     def __init__(self, p: float = 0.5):
         super().__init__(p)
@@ -143,7 +162,7 @@ class HFlip(Affine):
 class VFlip(Affine):
     """Mirror top-bottom."""
 
-    integer = True
+    integer = flip = True
 
     def __init__(self, p: float = 0.5):
         super().__init__(p)
