@@ -1,0 +1,155 @@
+"""trainlab's speed recipes against standard PyTorch pipelines, in one process on the same device.
+
+The baselines are written the way most PyTorch code trains Fashion-MNIST: a Dataset with per-sample
+transforms, a DataLoader with worker processes, and a plain loop that reads `loss.item()` each step.
+
+    python bench/train_speed.py [--device cuda] [--recipe speedrun] [--quick]
+
+`--quick` is a tiny CPU run for CI: it checks that every pipeline trains (accuracy above chance), not speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from trainlab.config import load_config
+from trainlab.data.datasets import load_dataset
+from trainlab.models import create_model
+from trainlab.train.run import train
+
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training pixels / 255
+
+
+class PerSampleDataset(Dataset):
+    """ToTensor + Normalize per sample, optionally pad-4 random crop and flip, as torchvision users do."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool):
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = (self.images[i].float() / 255 - MEAN) / STD  # (1, 28, 28)
+        if self.augment:
+            x = F.pad(x, (4, 4, 4, 4))
+            top, left = torch.randint(0, 9, (2,)).tolist()
+            x = x[:, top : top + 28, left : left + 28]
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return x, self.labels[i]
+
+
+def tutorial_cnn() -> nn.Module:
+    """The TensorFlow tutorial's two-conv CNN."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def lecture_mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 50), nn.ReLU(), nn.Linear(50, 10)
+    )
+
+
+def baseline(name, model, data, n_train, epochs, device, workers, augment=False, sgd_onecycle=False):
+    """Train with a standard DataLoader loop; returns (test accuracy, seconds incl. test evaluation)."""
+    model = model.to(device)
+    bf16 = device.type == "cuda" and sgd_onecycle
+    train_set = PerSampleDataset(data.train_images[:n_train], data.train_labels[:n_train], augment)
+    test_set = PerSampleDataset(data.test_images, data.test_labels, False)
+    loader = DataLoader(train_set, batch_size=128, shuffle=True, num_workers=workers, drop_last=True)
+    if sgd_onecycle:
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=epochs * len(loader))
+    else:
+        optimizer, schedule = torch.optim.Adam(model.parameters(), lr=1e-3), None
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if schedule:
+                schedule.step()
+            loss.item()  # what a logging loop does each step
+    model.eval()
+    correct = 0
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        for x, y in DataLoader(test_set, batch_size=1000, num_workers=workers):
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return correct / len(test_set), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--recipe", default=None, help="default: speedrun on CUDA, cpu-fast on CPU")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    recipe = args.recipe or ("speedrun" if device.type == "cuda" else "cpu-fast")
+    data = load_dataset("fashion-mnist")
+    n_train = 2000 if args.quick else 60000
+    scale = {"epochs": 1} if args.quick else {}
+
+    rows = []
+    overrides = {"train.device": str(device)}
+    if args.quick:
+        overrides.update(
+            {"data.limit_train": n_train, "train.epochs": 1, "data.val_size": 500, "train.compile": False}
+        )
+    result = train(load_config(recipe, overrides), None, progress=False)
+    s = result.summary
+    rows.append((f"trainlab --recipe {recipe}", s["test_accuracy"], s["train_seconds"], s["total_seconds"]))
+
+    torch.manual_seed(0)
+    for name, make, epochs, kw in (
+        ("MLP 784-100-50-10, Adam", lecture_mlp, 10, {}),
+        ("TF-tutorial 2-conv CNN, Adam", tutorial_cnn, 10, {}),
+        (
+            "ResNet-18 small, one-cycle SGD, crop+flip",
+            lambda: create_model("resnet18"),
+            15,
+            dict(augment=True, sgd_onecycle=True),
+        ),
+    ):
+        accuracy, seconds = baseline(
+            name, make(), data, n_train, scale.get("epochs", epochs), device, args.workers, **kw
+        )
+        rows.append(
+            (f"PyTorch DataLoader: {name}, {scale.get('epochs', epochs)} ep", accuracy, seconds, seconds)
+        )
+
+    ours = rows[0][3]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} cores"
+    print(f"device {device} ({where}), torch {torch.__version__}{', QUICK' if args.quick else ''}")
+    print(f"{'pipeline':<62} {'test acc':>8} {'train s':>8} {'total s':>8} {'ratio':>7}")
+    for name, accuracy, train_s, total_s in rows:
+        print(f"{name:<62} {accuracy:8.4f} {train_s:8.1f} {total_s:8.1f} {total_s / ours:6.1f}x")
+    print("ratio = pipeline's total seconds / trainlab's total seconds (both include test evaluation)")
+    if args.quick:
+        assert all(accuracy > 0.3 for _, accuracy, _, _ in rows), "a pipeline did not learn"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Every shipped recipe resolves, builds its model and its augmentation; SpeedNet's patch-whitening
+stem really whitens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainlab.config import load_config, recipe_names
+from trainlab.data.augment import Augment
+from trainlab.data.preprocess import Standardizer
+from trainlab.models import create_model
+from trainlab.nn.init import init_model
+from trainlab.train.run import build_model
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_builds(name):
+    cfg = load_config(name)
+    model = build_model(cfg, (1, 28, 28), 10)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    Augment(cfg.data.augment, seed=0, num_classes=10)
+
+
+def test_expected_recipes_ship():
+    assert {"default", "cpu-fast", "speedrun", "best"} <= set(recipe_names())
+
+
+def test_patch_whitening_gives_decorrelated_unit_variance_patches(fashion_mnist):
+    x = Standardizer("channel_mean_std").fit(fashion_mnist.train_images[:4096])(
+        fashion_mnist.train_images[:1024]
+    )
+    model = create_model("speednet", widths=[8, 8, 8])
+    init_model(model, "patch_whitening", batch=x)
+    features = model.stem(x).permute(0, 2, 3, 1).reshape(-1, 8)[:, :4].double()  # the + half of the filters
+    covariance = torch.cov(features.T)
+    assert torch.allclose(covariance, torch.eye(4, dtype=torch.float64), atol=0.02)
+    assert torch.allclose(model.stem.weight[:4], -model.stem.weight[4:])
