@@ -4,7 +4,7 @@ At test time BN is a per-channel affine map, so folding removes one pass over ev
 Times eval-mode forwards at batch 256 on CPU for the default model and a deeper, wider one, and checks
 that the folded outputs equal the unfolded ones.
 
-    .venv/bin/python bench/fold_batchnorm.py [--batch 256] [--repeats 10]
+    .venv/bin/python bench/fold_batchnorm.py [--batch 256] [--repeats 10] [--threads N]
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cpu = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {cpu}, {torch.get_num_threads()} threads")
