@@ -63,8 +63,8 @@ def test_empty_spec_is_false():
         ("randaugment(n=2,m=40)", "whole number in [0, 30]"),
         ("random_erasing(value=blue)", "'random'"),
         ("rotate(10,degrees=5)", "given twice"),
-        ("translate=-1", "outside"),
-        ("color_jitter(strength=2)", "outside"),
+        ("translate=-1", "pixels must be >= 0, got -1"),
+        ("color_jitter(strength=2)", "strength must be in [0, 1], got 2"),
     ],
 )
 def test_errors_are_one_line_config_errors(spec, message):

@@ -75,7 +75,14 @@ def number(value: Any, op: str, option: str, low: float | None = None, high: flo
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{op}: {option} must be a number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"{op}: {option}={value!r} is outside [{low}, {high}]")
+        bound = (
+            f"in [{low}, {high}]"
+            if low is not None and high is not None
+            else f">= {low}"
+            if high is None
+            else f"<= {high}"
+        )
+        raise ConfigError(f"{op}: {option} must be {bound}, got {value:g}")
     return value
 
 

@@ -246,8 +246,15 @@ class PCALighting(ColorOp):
         self.std = number(std, self.name, "std", 0)
         if (eigenvalues is None) != (eigenvectors is None):
             raise ConfigError("pca_lighting: give both eigenvalues and eigenvectors, or neither")
-        self.eigenvalues = None if eigenvalues is None else torch.as_tensor(eigenvalues).float().tolist()
-        self.eigenvectors = None if eigenvectors is None else torch.as_tensor(eigenvectors).float().tolist()
+        try:
+            self.eigenvalues = None if eigenvalues is None else torch.as_tensor(eigenvalues).float().tolist()
+            self.eigenvectors = (
+                None if eigenvectors is None else torch.as_tensor(eigenvectors).float().tolist()
+            )
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(
+                "pca_lighting: eigenvalues and eigenvectors must be numbers (C,) and (C, C)"
+            ) from None
         if self.eigenvalues is not None:
             c = len(self.eigenvalues)
             if torch.tensor(self.eigenvectors).shape != (c, c):
