@@ -176,11 +176,11 @@ def test_fixup_20_block_residual_net_without_norm_trains(fashion_mnist):
     assert model[3].fc1.weight.std().item() == pytest.approx(math.sqrt(2 / 64) * 20**-0.5, rel=0.1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []
-    for _ in range(30):
+    for _ in range(15):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(math.log(10), abs=1e-4)  # zero classifier: uniform predictions
-    assert math.isfinite(losses[-1]) and losses[-1] < 0.6 * losses[0], losses
+    assert math.isfinite(losses[-1]) and losses[-1] < 0.4 * losses[0], losses  # 2.30 -> ~0.53
