@@ -114,8 +114,8 @@ def gradient_flow(
     lecture="activation functions",
 )
 def activations_experiment(ctx: Context) -> Outcome:
-    data = fashion_split(ctx.device, ctx.pick(4000, 20000), ctx.pick(2000, 5000))
-    epochs, widths = ctx.pick(3, 10), [128, 128, 128]
+    data = fashion_split(ctx.device, ctx.pick(3000, 20000), ctx.pick(1000, 5000))
+    epochs, widths = ctx.pick(2, 10), [128, 128, 128]
     curves, final = {}, {}
     for act in ACTIVATIONS.list():
         runs = []

@@ -20,7 +20,8 @@ from torch import nn
 
 from trainlab.experiments.common import Context, Outcome, check, register_experiment
 
-NEURONS = [(1.0, 0.0), (1.0, -1.0), (1.0, -2.0), (2.0, -0.5), (2.0, -1.5), (2.0, -2.5)]  # (w_i, b_i)
+# (w_i, b_i): -n1, -n2, -n3 bend the line down at x = 0.5, 1.5, 2.5; +n4, +n5, +n6 up at 0, 1, 2: a zig-zag
+NEURONS = [(4.0, -2.0), (4.0, -6.0), (2.0, -5.0), (2.0, 0.0), (4.0, -4.0), (4.0, -8.0)]
 SIGNS = [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
 
 
@@ -95,7 +96,7 @@ def fit_classifier_2d(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
 def approximation_experiment(ctx: Context) -> Outcome:
     device = ctx.device
     # 1. the six-ReLU sum, built as a network and by the formula
-    xs = torch.linspace(-1, 4, 1001, device=device).unsqueeze(1)
+    xs = torch.linspace(-0.5, 3, 701, device=device).unsqueeze(1)
     net = six_relu_net().to(device)
     neurons = torch.stack([torch.relu(w * xs[:, 0] + b) for w, b in NEURONS])  # (6, N)
     formula = (torch.tensor(SIGNS, device=device).unsqueeze(1) * neurons).sum(0)

@@ -45,9 +45,9 @@ FULL = [
     lecture="data augmentation",
 )
 def augmentation_experiment(ctx: Context) -> Outcome:
-    data = fashion_split(ctx.device, ctx.pick(1500, 5000), 2000)
-    x_test, y_test = test_split(ctx.device, data.standardizer, ctx.pick(2000, 10000))
-    epochs = ctx.pick(3, 10)
+    data = fashion_split(ctx.device, ctx.pick(1000, 5000), ctx.pick(1000, 2000))
+    x_test, y_test = test_split(ctx.device, data.standardizer, ctx.pick(1000, 10000))
+    epochs = ctx.pick(2, 10)
     specs = ["none"] + ctx.pick(QUICK, FULL)
     accuracy, spread, curves = {}, {}, {}
     for spec in specs:

@@ -90,12 +90,6 @@ class Context:
         return quick if self.quick else full
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def run_experiment(
     name: str,
     quick: bool = False,
@@ -105,12 +99,14 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run experiment `name`, write results.json, README.md and its figures into `out`
     (default experiments/<name>), and return {verdict, out, message, seconds, ...}."""
+    from trainlab.train.run import resolve_device
+
     fn = EXPERIMENTS.get(name)
     name = EXPERIMENTS.canonical(name)
     meta = EXPERIMENTS.meta(name)
     out = Path(out) if out is not None else Path("experiments") / name
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(name, quick, out, resolve_device(device), seeds or (1 if quick else 3))
+    ctx = Context(name, quick, out, resolve_device(str(device)), seeds or (1 if quick else 3))
     started = time.perf_counter()
     outcome: Outcome = fn(ctx)
     seconds = time.perf_counter() - started

@@ -75,9 +75,9 @@ def mc_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int
 )
 def dropout_inference_experiment(ctx: Context) -> Outcome:
     p = 0.5
-    data = fashion_split(ctx.device, ctx.pick(3000, 20000), 2000)
+    data = fashion_split(ctx.device, ctx.pick(2000, 20000), ctx.pick(1000, 2000))
     samples = ctx.pick([1, 4, 16, 64, 256], [1, 4, 16, 64, 256, 1024])
-    mc_samples = ctx.pick(32, 128)
+    mc_samples = ctx.pick(16, 128)
     x_small = data.x_val[:256]
     errors, accuracy, unscaled = {}, {}, {}
     for name, scale_at in CONVENTIONS.items():
@@ -85,7 +85,7 @@ def dropout_inference_experiment(ctx: Context) -> Outcome:
         for seed in range(ctx.seeds):
             torch.manual_seed(seed)
             model = dropout_mlp(p, scale_at).to(ctx.device)
-            train_classifier(model, data, epochs=ctx.pick(2, 8), lr=0.03, momentum=0.9, seed=seed)
+            train_classifier(model, data, epochs=ctx.pick(1, 8), lr=0.03, momentum=0.9, seed=seed)
             per_seed.append(layer_expectation(model, x_small, samples))
             acc_det.append(evaluate(model, data.x_val, data.y_val)[1])
             acc_mc.append(mc_accuracy(model, data.x_val, data.y_val, mc_samples))
@@ -167,9 +167,11 @@ def draw(ctx: Context, samples: list[int], errors: dict, unscaled: dict, accurac
             np.arange(len(names)) + 0.35 * i, [accuracy[n][kind] for n in names], width=0.35, label=kind
         )
     ax_acc.set_xticks(np.arange(len(names)) + 0.175, names)
-    low = min(v for n in names for v in accuracy[n].values())
+    values = [v for n in names for v in accuracy[n].values()]
     ax_acc.set(
-        ylim=(low - 0.05, min(1.0, low + 0.1)), ylabel="validation accuracy", title="Deterministic vs MC"
+        ylim=(min(values) - 0.05, min(1.0, max(values) + 0.03)),
+        ylabel="validation accuracy",
+        title="Deterministic vs MC",
     )
     ax_acc.legend()
     ctx.figure(

@@ -78,7 +78,7 @@ def symmetry(ctx: Context, constant: bool, steps_epochs: int) -> dict:
     if constant:
         for p in model.parameters():
             nn.init.constant_(p, 0.01)
-    data = fashion_split(ctx.device, ctx.pick(2000, 10000), 2000)
+    data = fashion_split(ctx.device, ctx.pick(2000, 10000), ctx.pick(1000, 2000))
     history = train_classifier(model, data, epochs=steps_epochs, lr=0.05, batch_size=100)
     w1 = model[1].weight.detach()  # (32, 784): one row per hidden unit
     spread = float((w1 - w1.mean(0)).abs().max())

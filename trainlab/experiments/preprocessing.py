@@ -46,7 +46,9 @@ def preprocessing_experiment(ctx: Context) -> Outcome:
     epochs = ctx.pick(3, 10)
     curves, final, examples, diverged = {}, {}, {}, {}
     for mode, options in MODES.items():
-        data = fashion_split(ctx.device, ctx.pick(3000, 20000), 2000, preprocess=mode, **options)
+        data = fashion_split(
+            ctx.device, ctx.pick(2000, 20000), ctx.pick(1000, 2000), preprocess=mode, **options
+        )
         runs = []
         for seed in range(ctx.seeds):
             torch.manual_seed(seed)

@@ -53,9 +53,9 @@ def test_split(device, standardizer, n: int) -> tuple[torch.Tensor, torch.Tensor
     lecture="regularisation",
 )
 def regularization_experiment(ctx: Context) -> Outcome:
-    data = fashion_split(ctx.device, ctx.pick(1000, 2000), 2000)
-    x_test, y_test = test_split(ctx.device, data.standardizer, ctx.pick(2000, 10000))
-    epochs, widths = ctx.pick(10, 40), ctx.pick([256, 256], [512, 512])
+    data = fashion_split(ctx.device, ctx.pick(1000, 2000), ctx.pick(1000, 2000))
+    x_test, y_test = test_split(ctx.device, data.standardizer, ctx.pick(1000, 10000))
+    epochs, widths = ctx.pick(8, 40), ctx.pick([256, 256], [512, 512])
     curves, test_acc, gap, sparsity, stopped = {}, {}, {}, {}, {}
     for name, (dropout, penalty, spec) in VARIANTS.items():
         hs, accs, sparse = [], [], []

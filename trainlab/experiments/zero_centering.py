@@ -127,7 +127,10 @@ def zero_centering_experiment(ctx: Context) -> Outcome:
     draw_paths(ctx, runs)
 
     sensitivity, curvature, accuracy = {}, {}, {}
-    data = {mode: fashion_split(ctx.device, ctx.pick(5000, 20000), 5000, preprocess=mode) for mode in MODES}
+    data = {
+        mode: fashion_split(ctx.device, ctx.pick(3000, 20000), ctx.pick(2000, 5000), preprocess=mode)
+        for mode in MODES
+    }
     for mode, split in data.items():
         torch.manual_seed(0)
         model = torch.nn.Linear(784, 10).to(ctx.device)
