@@ -105,12 +105,16 @@ def main() -> None:
     parser.add_argument("--recipe", default=None, help="default: speedrun on CUDA, cpu-fast on CPU")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--baselines", default="mlp,cnn,resnet18", help="which baselines to run")
+    parser.add_argument(
+        "--baseline-epochs", type=int, help="override the baselines' epochs (e.g. 1 on a CPU)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     recipe = args.recipe or ("speedrun" if device.type == "cuda" else "cpu-fast")
     data = load_dataset("fashion-mnist")
     n_train = 2000 if args.quick else 60000
-    scale = {"epochs": 1} if args.quick else {}
+    scale = {"epochs": 1} if args.quick else {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
 
     rows = []
     overrides = {"train.device": str(device)}
@@ -123,16 +127,14 @@ def main() -> None:
     rows.append((f"trainlab --recipe {recipe}", s["test_accuracy"], s["train_seconds"], s["total_seconds"]))
 
     torch.manual_seed(0)
-    for name, make, epochs, kw in (
-        ("MLP 784-100-50-10, Adam", lecture_mlp, 10, {}),
-        ("TF-tutorial 2-conv CNN, Adam", tutorial_cnn, 10, {}),
-        (
-            "ResNet-18 small, one-cycle SGD, crop+flip",
-            lambda: create_model("resnet18"),
-            15,
-            dict(augment=True, sgd_onecycle=True),
-        ),
-    ):
+    baselines = {
+        "mlp": ("MLP 784-100-50-10, Adam", lecture_mlp, 10, {}),
+        "cnn": ("TF-tutorial 2-conv CNN, Adam", tutorial_cnn, 10, {}),
+        "resnet18": ("ResNet-18 small, one-cycle SGD, crop+flip", lambda: create_model("resnet18"), 15,
+                     dict(augment=True, sgd_onecycle=True)),
+    }  # fmt: skip
+    for key in args.baselines.split(","):
+        name, make, epochs, kw = baselines[key]
         accuracy, seconds = baseline(
             name, make(), data, n_train, scale.get("epochs", epochs), device, args.workers, **kw
         )
