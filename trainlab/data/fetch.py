@@ -10,9 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 
 from trainlab.data.datasets import DATASETS, search_roots
 from trainlab.errors import DataError
+from trainlab.train.checkpoint import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -83,21 +82,6 @@ def verify(data: bytes, checksum: str, what: str) -> None:
         raise DataError(f"{what}: {algo} is {actual}, expected {expected} (corrupt or altered download)")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch_dataset(name: str, dest: Path | None = None, timeout: float = 60.0) -> Path:
     """Download, verify and unpack dataset `name` into `dest` (default: the first search root)."""
     spec = DATASETS.get(name)
@@ -118,7 +102,7 @@ def fetch_dataset(name: str, dest: Path | None = None, timeout: float = 60.0) ->
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
                 for member in archive.getmembers():
                     if member.isfile() and member.name.endswith(".bin"):
-                        atomic_write(dest / Path(member.name).name, archive.extractfile(member).read())
+                        atomic_write_bytes(dest / Path(member.name).name, archive.extractfile(member).read())
         else:
-            atomic_write(dest / Path(item.url).name, data)
+            atomic_write_bytes(dest / Path(item.url).name, data)
     return dest
