@@ -71,7 +71,7 @@ def resample(x: torch.Tensor, inverse: torch.Tensor, scratch: Scratch | None = N
     cols = (inverse[:, :2, :] * scale).to(x.dtype).transpose(1, 2).reshape(b, 1, 1, 3, 2)  # (B, 1, 1, 3, 2)
     rows = torch.addcmul(cols[..., 2, :], cols[..., 1, :], ys)  # (B, H, 1, 2)
     grid = scratch.get("grid", (b, h, w, 2), x.dtype, x.device) if scratch else None
-    grid = torch.addcmul(rows, cols[..., 0, :], xs, out=grid)  # (B, H, W, 2), written in grid_sample's layout
+    grid = torch.add(rows, cols[..., 0, :] * xs, out=grid)  # (B, H, W, 2), written in grid_sample's layout
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
