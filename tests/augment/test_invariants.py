@@ -144,3 +144,15 @@ def test_flips_alone_give_one_of_the_four_mirror_images():
         assert match, f"sample {i} is not a mirror image"
         seen.add(match[0])
     assert seen == {0, 1, 2, 3}
+
+
+def test_sharpness_matches_pils_kernel_as_a_convolution():
+    from trainlab.data.augment.tone import sharpness
+
+    x, factor = images(), torch.linspace(0, 2, 8)
+    kernel = torch.ones(3, 1, 3, 3)
+    kernel[:, :, 1, 1] = 5
+    smooth = x.clone()
+    smooth[:, :, 1:-1, 1:-1] = torch.nn.functional.conv2d(x, kernel / 13, groups=3)
+    expected = torch.lerp(smooth, x, factor.view(-1, 1, 1, 1)).clamp(0, 1)
+    assert torch.allclose(sharpness(x, factor), expected, atol=1e-6)
