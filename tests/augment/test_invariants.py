@@ -156,3 +156,16 @@ def test_sharpness_matches_pils_kernel_as_a_convolution():
     smooth[:, :, 1:-1, 1:-1] = torch.nn.functional.conv2d(x, kernel / 13, groups=3)
     expected = torch.lerp(smooth, x, factor.view(-1, 1, 1, 1)).clamp(0, 1)
     assert torch.allclose(sharpness(x, factor), expected, atol=1e-6)
+
+
+def test_elastic_smoothing_equals_a_zero_padded_gaussian_convolution():
+    from trainlab.data.augment.distort import gaussian_smooth
+
+    field = torch.rand(2, 2, 20, 24) * 2 - 1
+    t = torch.arange(-6, 7, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / 2.0) ** 2)
+    k = k / k.sum()
+    f = field.reshape(4, 1, 20, 24)
+    f = torch.nn.functional.conv2d(f, k.view(1, 1, -1, 1), padding=(6, 0))
+    f = torch.nn.functional.conv2d(f, k.view(1, 1, 1, -1), padding=(0, 6))
+    assert torch.allclose(gaussian_smooth(field, 2.0), f.view(2, 2, 20, 24), atol=1e-6)
