@@ -1,6 +1,8 @@
 """Spec strings and tables: parsing, errors with suggestions, equivalence of the two forms."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainlab.data.augment import Augment
 from trainlab.data.augment.spec import parse_spec, parse_value
@@ -76,3 +78,12 @@ def test_errors_are_one_line_config_errors(spec, message):
 def test_color_jitter_strength_fills_only_the_options_not_given():
     spec = Augment("color_jitter(0.4,hue=0)").get_config()["spec"]["color_jitter"]
     assert spec["brightness"] == (0.6, 1.4) and spec["hue"] == (0.0, 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="hflip rotate=(),:0.5-1e3x_abc", max_size=30))
+def test_any_string_builds_or_raises_a_config_error(text):
+    try:
+        Augment(text, num_classes=3)
+    except ConfigError as e:
+        assert "\n" not in str(e)
