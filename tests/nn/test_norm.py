@@ -44,6 +44,9 @@ def test_batchnorm_matches_torch_forward_backward_and_running_stats(shape, fused
     ours.eval(), ref.eval()
     torch.testing.assert_close(ours(xs[0]), ref(xs[0]), rtol=1e-5, atol=1e-5)
     assert ours.state_dict().keys() == ref.state_dict().keys()
+    fresh = BatchNorm(shape[1]).eval()
+    fresh.load_state_dict(ref.state_dict())  # a torch checkpoint loads into ours
+    torch.testing.assert_close(fresh(xs[1]), ref(xs[1]))
 
 
 def test_train_uses_batch_stats_and_eval_uses_running_stats():

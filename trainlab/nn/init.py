@@ -194,8 +194,9 @@ class StopForward(Exception):
     """Raised by a hook to end a forward pass once the layer of interest has run."""
 
 
-def layer_output(model: nn.Module, layer: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """`layer`'s output when `model` runs on `batch`; the rest of the forward pass is skipped."""
+def layer_output(model: nn.Module, layer: nn.Module, batch: torch.Tensor) -> torch.Tensor | None:
+    """`layer`'s output when `model` runs on `batch`, the rest of the forward pass skipped; None if the
+    layer does not run (an auxiliary head in eval mode, say)."""
     captured = []
 
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -209,9 +210,7 @@ def layer_output(model: nn.Module, layer: nn.Module, batch: torch.Tensor) -> tor
         pass
     finally:
         handle.remove()
-    if not captured:
-        raise ConfigError(f"layer {type(layer).__name__} did not run in the model's forward pass")
-    return captured[0]
+    return captured[0] if captured else None
 
 
 def require_batch(scheme: str, batch: torch.Tensor | None) -> torch.Tensor:
@@ -252,8 +251,9 @@ def lsuv(
     with StatePreserved(model):
         for layer in weight_layers(model):
             for _ in range(max_iter):
-                var = layer_output(model, layer, batch).var().item()
-                if abs(var - 1) < tol:
+                out = layer_output(model, layer, batch)
+                var = out.var().item() if out is not None else 1.0
+                if abs(var - 1) < tol or var == 0:  # converged, not run, or dead: nothing to rescale
                     break
                 layer.weight.div_(math.sqrt(var))
 
@@ -268,7 +268,10 @@ def data_dependent(model: nn.Module, batch: torch.Tensor | None = None, seed: in
     normal(model, std=1.0, seed=seed)
     with StatePreserved(model):
         for layer in weight_layers(model):
-            z = layer_output(model, layer, batch).transpose(0, 1).flatten(1)  # (C_out, N * spatial)
+            out = layer_output(model, layer, batch)
+            if out is None:
+                continue
+            z = out.transpose(0, 1).flatten(1)  # (C_out, N * spatial)
             mean, std = z.mean(1), z.std(1).clamp_min(1e-8)
             layer.weight.div_(std.view(-1, *([1] * (layer.weight.dim() - 1))))
             if layer.bias is not None:
