@@ -129,7 +129,7 @@ def batchnorm_experiment(ctx: Context) -> Outcome:
     curves = {norm: runs(norm, 0.03) for norm in ("none", "batch")}
     bn_mlp = models["batch"]
     lrs = ctx.pick([0.01, 1.0], [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
-    short = ctx.pick(1, epochs)
+    short = ctx.pick(1, 3)
     sweep = {norm: {lr: final(runs(norm, lr, epochs=short)) for lr in lrs} for norm in ("none", "batch")}
     bad_init = {norm: final(runs(norm, 0.03, bad=True, epochs=short)) for norm in ("none", "batch")}
     draw_curves_and_sweep(ctx, curves, sweep, bad_init, lrs)
@@ -150,7 +150,7 @@ def batchnorm_experiment(ctx: Context) -> Outcome:
 
     # 3. BN, layer, instance and group norm across batch sizes (same images seen, lr scaled with batch)
     batch_sizes = ctx.pick([2, 32], [2, 8, 32, 256])
-    norm_data = fashion_split(ctx.device, ctx.pick(256, 8192), ctx.pick(1000, 2000))
+    norm_data = fashion_split(ctx.device, ctx.pick(256, 4096), ctx.pick(1000, 2000))
     by_batch = {norm: {} for norm in NORMS}
     for norm in NORMS:
         for bs in batch_sizes:
@@ -238,7 +238,8 @@ def batchnorm_experiment(ctx: Context) -> Outcome:
         },
     }
     notes = (
-        f"MLP 784-256x4-10 (ReLU), SGD momentum 0.9, batch 128, {epochs} epochs on {len(data.x_train)} "
+        f"MLP 784-256x4-10 (ReLU), SGD momentum 0.9, batch 128, {epochs} epochs (the learning-rate "
+        f"sweep, the bad-init runs and the pitfall CNN: {short}) on {len(data.x_train)} "
         f"Fashion-MNIST images, {ctx.seeds} seed(s); a diverged run counts as chance (0.1). Pitfall and norm "
         "comparison: conv3x3(16)-norm-ReLU-pool-conv3x3(32)-norm-ReLU-pool-linear; group norm uses 4 groups; "
         f"every batch size sees the same {len(norm_data.x_train)} images, lr = 0.02 x batch / 32 (capped at "
