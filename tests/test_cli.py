@@ -17,7 +17,7 @@ from trainlab.cli import main
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     code = main(["train", "--model", "mlp", "--epochs", "2", "--limit-train", "2000", "--device", "cpu",
-                 "--optimizer", "adam", "--lr", "0.003",
+                 "--optimizer", "adam", "--lr", "0.003", "--batch-size", "64",
                  "--set", "data.val_size=500", "--out", str(out), "--quiet"])  # fmt: skip
     assert code == 0
     return out

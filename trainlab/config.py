@@ -36,7 +36,7 @@ class DataConfig:
     preprocess: str = "channel_mean_std"
     preprocess_options: dict = field(default_factory=dict)
     augment: str = ""  # spec string, e.g. "hflip,translate=2"
-    batch_size: int = 128
+    batch_size: int = 256
     eval_batch_size: int = 1024
     memory_budget_mb: float = 4096  # larger image folders stream from disk through worker processes
     workers: int = 2  # only for streaming datasets
@@ -53,7 +53,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4

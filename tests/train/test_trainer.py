@@ -17,6 +17,8 @@ from trainlab.train.trainer import TrainingDiverged
 
 SMALL = {
     "model.name": "mlp",
+    "data.batch_size": 128,
+    "optim.lr": 0.05,
     "train.epochs": 2,
     "data.val_size": 500,
     "data.limit_train": 2000,
