@@ -47,7 +47,7 @@ FULL = [
 def augmentation_experiment(ctx: Context) -> Outcome:
     data = fashion_split(ctx.device, ctx.pick(1000, 5000), ctx.pick(1000, 2000))
     x_test, y_test = test_split(ctx.device, data.standardizer, ctx.pick(1000, 10000))
-    epochs = ctx.pick(2, 10)
+    epochs = ctx.pick(2, 8)
     specs = ["none"] + ctx.pick(QUICK, FULL)
     accuracy, spread, curves = {}, {}, {}
     for spec in specs:

@@ -45,9 +45,9 @@ def build(act: str, bias: float | None, widths: list[int]) -> nn.Module:
     lecture="activation functions",
 )
 def dead_relu_experiment(ctx: Context) -> Outcome:
-    data = fashion_split(ctx.device, ctx.pick(3000, 20000), ctx.pick(1000, 2000))
-    lrs = ctx.pick([0.03, 0.3, 1.0], [0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 1.5])
-    widths, epochs = [256, 256, 256], ctx.pick(2, 5)
+    data = fashion_split(ctx.device, ctx.pick(3000, 10000), ctx.pick(1000, 2000))
+    lrs = ctx.pick([0.03, 0.3, 1.0], [0.01, 0.1, 0.3, 0.6, 1.0, 1.5])
+    widths, epochs = [256, 256, 256], ctx.pick(2, 3)
     dead = {name: {} for name in VARIANTS}
     accuracy = {name: {} for name in VARIANTS}
     for name, (act, bias) in VARIANTS.items():
