@@ -35,7 +35,7 @@ class DataConfig:
     limit_train: int | None = None  # use only the first N training images (after the split)
     preprocess: str = "channel_mean_std"
     preprocess_options: dict = field(default_factory=dict)
-    augment: str = ""  # spec string, e.g. "hflip,translate=2"
+    augment: str | dict = ""  # spec string, e.g. "hflip,translate=2", or a TOML table {hflip = {}, ...}
     batch_size: int = 256
     eval_batch_size: int = 1024
     memory_budget_mb: float = 4096  # larger image folders stream from disk through worker processes
@@ -138,7 +138,8 @@ def is_dict_field(dotted: str) -> bool:
     if not name or section_cls is None:
         return False
     hints = get_type_hints(globals()[section_cls] if isinstance(section_cls, str) else section_cls)
-    return hints.get(name) is dict
+    hint = hints.get(name)
+    return hint is dict or dict in get_args(hint)
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
