@@ -22,9 +22,10 @@ from typing import Any
 from trainlab.errors import ConfigError
 
 
-def suggest(name: str, choices: list[str], what: str) -> str:
-    """A one-line message for an unknown `name` among `choices`, with the closest match first."""
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+def suggest(name: str, choices: list[str], what: str, aliases: list[str] = ()) -> str:
+    """A one-line message for an unknown `name` among `choices` (aliases count for the suggestion but
+    are not listed), with the closest match first."""
+    close = difflib.get_close_matches(name, list(choices) + list(aliases), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown {what} {name!r}{hint} (expected one of: {', '.join(sorted(choices))})"
 
@@ -64,7 +65,7 @@ class Registry:
             return self._aliases[name]
         if key in self._aliases:
             return self._aliases[key]
-        raise ConfigError(suggest(name, self.list() + list(self._aliases), self.family))
+        raise ConfigError(suggest(name, self.list(), self.family, list(self._aliases)))
 
     def get(self, name: str) -> Any:
         return self._entries[self.canonical(name)]
