@@ -12,9 +12,9 @@ max pool, 5a-5b, global average pool, dropout 0.4, linear. The 5x5 branches are 
 the paper. Differences from the paper: no local response normalisation, and `norm="batch"` by default
 (as in most reimplementations; `norm="none"` gives the paper's plain convs with biases).
 
-The optional auxiliary heads (after 4a and 4d; average pool to 4x4, conv 1x1 128, FC 1024, dropout 0.7,
-FC classes) only run in training mode; the model then returns `GoogLeNetOutputs(logits, aux1, aux2)`,
-which the paper weights as loss = CE(logits) + 0.3 * (CE(aux1) + CE(aux2)).
+The optional auxiliary heads (after 4a and 4d; average pool to 4x4, conv 1x1 128, FC 1024, dropout
+0.7, FC classes) only run in training mode; the model then returns `GoogLeNetOutputs(logits, aux1,
+aux2)`, which the paper weights as loss = CE(logits) + 0.3 * (CE(aux1) + CE(aux2)).
 
 The small-input variant (28x28, 32x32) has a lighter stem: conv 3x3/1 64, conv 1x1 64, conv 3x3 192 and
 one max pool, so the inception stages run at 14, 7 and 4 pixels.
@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.models.vgg import conv_norm_act, is_small_input
-from trainlab.nn.activations import create_activation
+from trainlab.models.vgg import conv_norm_act, is_small_input, linear_norm_act
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) filters of each module, Table 1 of the paper.
 INCEPTION_V1: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -95,9 +94,7 @@ class AuxHead(nn.Module):
             nn.AdaptiveAvgPool2d(4),  # the paper's 5x5/3 average pool takes 14x14 to 4x4; this fits any size
             conv_norm_act(c_in, 128, 1, act=act, norm=norm),
             nn.Flatten(),
-            nn.Linear(128 * 4 * 4, 1024),
-            create_activation(act),
-            nn.Dropout(0.7),
+            linear_norm_act(128 * 4 * 4, 1024, act=act, norm=norm, dropout=0.7),
             nn.Linear(1024, num_classes),
         )
 
