@@ -7,6 +7,8 @@ Search order for a dataset's files: $TRAINLAB_DATA/<name>/, ~/.cache/trainlab/<n
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +75,12 @@ class ImageDataset:
 class DatasetSpec:
     name: str
     files: tuple[str, ...]  # file names the reader needs, without .gz
-    classes: list[str]
+    classes: tuple[str, ...]
     reader: str  # "idx" or "cifar10" / "cifar100"
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    spec = dataclasses.replace(spec, classes=tuple(spec.classes))
     DATASETS.register(spec.name)(spec)
     return spec
 
@@ -137,6 +140,18 @@ def load_dataset(name: str, memory_budget_mb: float | None = None) -> ImageDatas
     spec = DATASETS.get(name)
     root = locate(spec.name)
     paths = [find_file(root, stem) for stem in spec.files]
+    return load_files(
+        spec, root, tuple(paths), tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_files(
+    spec: DatasetSpec, root: Path, paths: tuple[Path, ...], mtimes: tuple[int, ...]
+) -> ImageDataset:
+    """Read and validate a registered dataset's files. Cached per process (keyed by the files' paths
+    modification times and sizes), so experiments and tests that train many times read the files once;
+    callers never modify the returned tensors in place."""
     if spec.reader == "idx":
         return load_idx_dataset(spec, root, dict(zip(IDX_FILES, paths)))
     label_bytes, label_index = (1, 0) if spec.reader == "cifar10" else (2, 1)
@@ -179,7 +194,7 @@ def make_dataset(name, train_x, train_y, test_x, test_y, classes, root, files=No
         as_labels(train_y),
         as_images(test_x),
         as_labels(test_y),
-        classes,
+        list(classes),
         root,
         files or {},
     )
