@@ -32,6 +32,16 @@ PUBLISHED_PARAMS = {
 PINNED_PARAMS = {"vgg13": 133_047_848, "googlenet": 7_005_832, "vgg16_bn": 138_369_960}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batch-2 passes are hundreds of small ops: on a busy 2-core machine, two OpenMP threads spin-wait
+    on each other and run several times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
