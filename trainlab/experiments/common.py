@@ -169,7 +169,7 @@ def readme(result: dict[str, Any]) -> str:
         "| check | measured | rule | passed |",
         "|---|---|---|---|",
         *[
-            f"| {c['name']} | {c['value']:.4g} | {c['rule']} | {'yes' if c['passed'] else 'no'} |"
+            f"| {cell(c['name'])} | {c['value']:.4g} | {cell(c['rule'])} | {'yes' if c['passed'] else 'no'} |"
             for c in result["checks"]
         ],
         "",
@@ -197,6 +197,11 @@ def readme(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def cell(text: str) -> str:
+    """Text for a Markdown table cell: a literal | (as in |x|) would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
