@@ -12,17 +12,14 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.nn.activations import create_activation
+from trainlab.nn.layers import layer_norm_act
 from trainlab.nn.norm import create_norm
 
 
 def conv_block(c_in: int, c_out: int, act: str, norm: str) -> nn.Sequential:
     """3x3 conv (padding 1, so (N + 2 - 3) / 1 + 1 = N) -> norm -> activation."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
-        create_norm(norm, c_out),
-        create_activation(act),
-    )
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none")
+    return nn.Sequential(*layer_norm_act(conv, create_norm(norm, c_out), act))
 
 
 class SmallCNN(nn.Module):

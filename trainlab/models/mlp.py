@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.nn.activations import create_activation
+from trainlab.nn.layers import layer_norm_act
 from trainlab.nn.norm import create_norm
 
 
@@ -30,7 +30,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width_in = in_features
         for width in widths:
-            layers += [nn.Linear(width_in, width), create_norm(norm, width, dim=1), create_activation(act)]
+            layers += layer_norm_act(nn.Linear(width_in, width), create_norm(norm, width, dim=1), act)
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width_in = width

@@ -33,3 +33,15 @@ def conv_output_size(n: int, f: int, p: int = 0, s: int = 1) -> int:
             "is not a positive integer; change the padding, filter size or stride"
         )
     return span // s + 1
+
+
+def layer_norm_act(layer: nn.Module, norm: nn.Module, act: str | dict) -> list[nn.Module]:
+    """[layer, norm, activation], or [Maxout(layer), norm] for activations that wrap their layer
+    (maxout computes k copies of the layer and takes their max, so it replaces layer and activation)."""
+    from trainlab.nn.activations import ACTIVATIONS, create_activation
+
+    name = act["name"] if isinstance(act, dict) else act
+    if ACTIVATIONS.meta(name).get("wraps_layer"):
+        options = {k: v for k, v in act.items() if k != "name"} if isinstance(act, dict) else {}
+        return [create_activation(name, layer=layer, **options), norm]
+    return [layer, norm, create_activation(act)]
