@@ -27,7 +27,7 @@ PUBLISHED_PARAMS = {
     "resnet101": 44_549_160,
     "resnet152": 60_192_808,
 }
-# Ours, pinned: vgg13 (133,047,848 in the paper's table too), googlenet with BN and true 5x5 convs,
+# Ours, pinned: vgg13 (the paper's 133M), googlenet with BN and true 5x5 convs,
 # the *_bn variants (BN after every conv and hidden FC, so not torchvision's *_bn counts).
 PINNED_PARAMS = {"vgg13": 133_047_848, "googlenet": 7_005_832, "vgg16_bn": 138_369_960}
 
