@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.nn.activations import create_activation
+from trainlab.nn.layers import layer_norm_act
 from trainlab.nn.norm import create_norm
 
 SMALL_INPUT_MAX = 64  # images up to 64x64 get the small-input variant unless told otherwise
@@ -51,15 +51,15 @@ def has_bias(norm: Any) -> bool:
 def conv_norm_act(
     c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, act: Any, norm: Any
 ) -> nn.Sequential:
-    """conv -> norm -> activation; the conv has a bias only when there is no norm."""
+    """conv -> norm -> activation (maxout wraps the conv instead); a bias only when there is no norm."""
     conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=has_bias(norm))
-    return nn.Sequential(conv, create_norm(norm, c_out), create_activation(act))
+    return nn.Sequential(*layer_norm_act(conv, create_norm(norm, c_out), act))
 
 
 def linear_norm_act(f_in: int, f_out: int, *, act: Any, norm: Any, dropout: float) -> nn.Sequential:
     """A hidden fully connected layer: linear -> norm -> activation -> dropout."""
     linear = nn.Linear(f_in, f_out, bias=has_bias(norm))
-    return nn.Sequential(linear, create_norm(norm, f_out, dim=1), create_activation(act), nn.Dropout(dropout))
+    return nn.Sequential(*layer_norm_act(linear, create_norm(norm, f_out, dim=1), act), nn.Dropout(dropout))
 
 
 class VGG(nn.Module):
