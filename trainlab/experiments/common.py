@@ -361,9 +361,10 @@ def write_index(root: Path | str) -> Path:
     """README.md in `root` with one row per experiment folder holding a results.json: verdict, claim,
     first figure, checks passed, device and date."""
     root = Path(root)
-    rows = []
+    rows, environments = [], []
     for path in sorted(root.glob("*/results.json")):
         r = json.loads(path.read_text())
+        environments.append(r["environment"])
         name, env = r["experiment"], r["environment"]
         passed = sum(c["passed"] for c in r["checks"])
         figure = f"![{name}]({name}/{r['figures'][0]})" if r["figures"] else ""
@@ -381,6 +382,12 @@ def write_index(root: Path | str) -> Path:
         "`supported` when all pass, `not supported` when none does, `mixed` otherwise. Reproduce one with "
         "`trainlab experiment NAME --out docs/experiments/NAME` (add `--quick` for the under-a-minute "
         "version); `trainlab.experiments.common.write_index('docs/experiments')` regenerates this index.",
+        "",
+        f"Runs on {', '.join(sorted({e['device'] for e in environments}))}, torch "
+        f"{', '.join(sorted({e['torch'] for e in environments}))}, "
+        f"{min(e['date'] for e in environments)} to {max(e['date'] for e in environments)}; load average "
+        f"up to {max(e['load_average'] for e in environments)} on {os.cpu_count()} cores (a shared machine: "
+        "timings are indicative only). Each README states its scale (images, epochs, seeds).",
         "",
         "| experiment | verdict (checks passed) | claim | run |",
         "|---|---|---|---|",
