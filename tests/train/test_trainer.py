@@ -141,3 +141,27 @@ def test_checkpoint_round_trip_is_pickle_free(tmp_path):
     assert loaded_meta == meta and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     assert b"pickle" not in (tmp_path / "c.safetensors").read_bytes()[:200]
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
+
+
+def test_auxiliary_heads_add_their_weighted_loss():
+    from trainlab.train.trainer import AUX_LOSS_WEIGHT, Trainer
+
+    torch.manual_seed(0)
+    logits, aux = torch.randn(8, 10), torch.randn(8, 10)
+
+    class WithAux(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return (logits * self.scale, aux * self.scale)
+
+    model = WithAux()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), epochs=1)
+    labels = torch.randint(0, 10, (8,))
+    loss, _ = trainer.train_step(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), labels)
+    f = torch.nn.functional.cross_entropy
+    assert loss.item() == pytest.approx(
+        (f(logits, labels) + AUX_LOSS_WEIGHT * f(aux, labels)).item(), rel=1e-6
+    )

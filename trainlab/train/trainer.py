@@ -24,6 +24,7 @@ from trainlab.train.callbacks import Callback
 from trainlab.train.losses import cross_entropy, hard_labels
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+AUX_LOSS_WEIGHT = 0.3  # Szegedy et al. 2014: loss = CE(logits) + 0.3 * sum of the auxiliary heads' CE
 
 
 class TrainingDiverged(TrainlabError):
@@ -99,8 +100,12 @@ class Trainer:
             x, targets = self.augment(x, labels)
         x = self.model_input(x)
         with self.autocast():
-            logits = self.forward(x)
+            outputs = self.forward(x)
+            # models with auxiliary classifiers (GoogLeNet) return (logits, aux1, ...) in training
+            logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
             loss = cross_entropy(logits, targets, self.label_smoothing)
+            for aux_logits in aux:
+                loss = loss + AUX_LOSS_WEIGHT * cross_entropy(aux_logits, targets, self.label_smoothing)
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model)
         self.optimizer.zero_grad(set_to_none=True)
