@@ -28,7 +28,7 @@ from trainlab.config import Config
 from trainlab.data.augment import Augment
 from trainlab.data.datasets import ImageDataset, load_dataset, split_train_val
 from trainlab.data.loader import DeviceLoader
-from trainlab.data.preprocess import Standardizer
+from trainlab.data.preprocess import PREPROCESSING_MODES, Standardizer
 from trainlab.data.stream import StreamLoader
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.models import create_model
@@ -152,7 +152,14 @@ def train(
 
     data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
     loaders = make_loaders(data, cfg, device)
-    standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options).fit(loaders.fit_images)
+    standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options)
+    if not standardizer.keeps_shape:
+        image_modes = [m for m in PREPROCESSING_MODES.list() if PREPROCESSING_MODES.meta(m)["keeps_shape"]]
+        raise ConfigError(
+            f"data.preprocess={cfg.data.preprocess!r} returns (N, k) feature vectors, not images; "
+            f"training needs an image-shaped mode ({', '.join(image_modes)})"
+        )
+    standardizer.fit(loaders.fit_images)
     model = build_model(cfg, data.image_shape, data.num_classes).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
