@@ -62,12 +62,12 @@ def lecture_mlp() -> nn.Module:
     )
 
 
-def baseline(name, model, data, n_train, epochs, device, workers, augment=False, sgd_onecycle=False):
+def baseline(name, model, data, n_train, n_test, epochs, device, workers, augment=False, sgd_onecycle=False):
     """Train with a standard DataLoader loop; returns (test accuracy, seconds incl. test evaluation)."""
     model = model.to(device)
     bf16 = device.type == "cuda" and sgd_onecycle
     train_set = PerSampleDataset(data.train_images[:n_train], data.train_labels[:n_train], augment)
-    test_set = PerSampleDataset(data.test_images, data.test_labels, False)
+    test_set = PerSampleDataset(data.test_images[:n_test], data.test_labels[:n_test], False)
     loader = DataLoader(train_set, batch_size=128, shuffle=True, num_workers=workers, drop_last=True)
     if sgd_onecycle:
         optimizer = torch.optim.SGD(
@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--recipe", default=None, help="default: speedrun on CUDA, cpu-fast on CPU")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    parser.add_argument("--baselines", default="mlp,cnn,resnet18", help="which baselines to run")
+    parser.add_argument(
+        "--baselines", help="which baselines to run (default: mlp,cnn,resnet18; --quick: mlp,cnn)"
+    )
     parser.add_argument(
         "--baseline-epochs", type=int, help="override the baselines' epochs (e.g. 1 on a CPU)"
     )
@@ -113,14 +115,20 @@ def main() -> None:
     device = torch.device(args.device)
     recipe = args.recipe or ("speedrun" if device.type == "cuda" else "cpu-fast")
     data = load_dataset("fashion-mnist")
-    n_train = 2000 if args.quick else 60000
+    n_train, n_test = (1000, 500) if args.quick else (60000, 10000)
     scale = {"epochs": 1} if args.quick else {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
 
     rows = []
     overrides = {"train.device": str(device)}
     if args.quick:
         overrides.update(
-            {"data.limit_train": n_train, "train.epochs": 1, "data.val_size": 500, "train.compile": False}
+            {
+                "data.limit_train": n_train,
+                "train.epochs": 2,
+                "data.val_size": 500,
+                "data.batch_size": 64,
+                "train.compile": False,
+            }
         )
     result = train(load_config(recipe, overrides), None, progress=False)
     s = result.summary
@@ -133,10 +141,10 @@ def main() -> None:
         "resnet18": ("ResNet-18 small, one-cycle SGD, crop+flip", lambda: create_model("resnet18"), 15,
                      dict(augment=True, sgd_onecycle=True)),
     }  # fmt: skip
-    for key in args.baselines.split(","):
+    for key in (args.baselines or ("mlp,cnn" if args.quick else "mlp,cnn,resnet18")).split(","):
         name, make, epochs, kw = baselines[key]
         accuracy, seconds = baseline(
-            name, make(), data, n_train, scale.get("epochs", epochs), device, args.workers, **kw
+            name, make(), data, n_train, n_test, scale.get("epochs", epochs), device, args.workers, **kw
         )
         rows.append(
             (f"PyTorch DataLoader: {name}, {scale.get('epochs', epochs)} ep", accuracy, seconds, seconds)

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# One intra-op thread: on a 2-core machine shared with anything else, two OpenMP threads spin at every
+# barrier and small ops run tens of times slower (measured: 1.2 s vs 30 ms per SpeedNet step at batch 64).
+torch.set_num_threads(1)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

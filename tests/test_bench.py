@@ -1,0 +1,17 @@
+"""The benchmarks' quick modes run the same code paths as the full ones: every pipeline must learn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_train_speed_quick_pipelines_learn():
+    proc = subprocess.run(
+        [sys.executable, "bench/train_speed.py", "--quick", "--workers", "0"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("trainlab", "PyTorch"))]
+    assert len(rows) == 3 and all(float(row.split()[-4]) > 0.3 for row in rows)
