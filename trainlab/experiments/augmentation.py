@@ -86,8 +86,8 @@ def augmentation_experiment(ctx: Context) -> Outcome:
     )
     if curves["none"][-1] > curves["none"][:-1].max():
         notes += (
-            " Without augmentation the validation accuracy was still rising at the last epoch: the net is not "
-            "yet overfitting at this scale, so a regulariser has little to gain."
+            " Without augmentation the validation accuracy was still rising at the last epoch: the net is "
+            "not yet overfitting at this scale, so a regulariser has little to gain."
         )
     return Outcome(measured, checks, {"specs": specs, "epochs": epochs, "lr": 0.02}, notes)
 
