@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.models.vgg import conv_norm_act, is_small_input, linear_norm_act
+from trainlab.models.vgg import is_small_input
+from trainlab.nn.layers import conv_norm_act, linear_norm_act
 
 
 class AlexNet(nn.Module):

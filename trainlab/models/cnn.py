@@ -12,14 +12,7 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.nn.layers import layer_norm_act
-from trainlab.nn.norm import create_norm
-
-
-def conv_block(c_in: int, c_out: int, act: str, norm: str) -> nn.Sequential:
-    """3x3 conv (padding 1, so (N + 2 - 3) / 1 + 1 = N) -> norm -> activation."""
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none")
-    return nn.Sequential(*layer_norm_act(conv, create_norm(norm, c_out), act))
+from trainlab.nn.layers import conv_norm_act
 
 
 class SmallCNN(nn.Module):
@@ -36,9 +29,9 @@ class SmallCNN(nn.Module):
         stages: list[nn.Module] = []
         c_in = in_channels
         for i, width in enumerate(widths):
-            stages.append(conv_block(c_in, width, act, norm))
+            stages.append(conv_norm_act(c_in, width, 3, padding=1, act=act, norm=norm))
             if i > 0:  # the first stage stays one conv wide: it is the costly one at full resolution
-                stages.append(conv_block(width, width, act, norm))
+                stages.append(conv_norm_act(width, width, 3, padding=1, act=act, norm=norm))
             stages.append(nn.MaxPool2d(2))
             c_in = width
         self.features = nn.Sequential(*stages)

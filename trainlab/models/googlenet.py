@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.models.vgg import conv_norm_act, is_small_input, linear_norm_act
+from trainlab.models.vgg import is_small_input
+from trainlab.nn.layers import conv_norm_act, linear_norm_act
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) filters of each module, Table 1 of the paper.
 INCEPTION_V1: dict[str, tuple[int, int, int, int, int, int]] = {

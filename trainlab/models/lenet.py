@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.models.vgg import conv_norm_act, linear_norm_act
-from trainlab.nn.layers import conv_output_size
+from trainlab.nn.layers import conv_norm_act, conv_output_size, linear_norm_act
 
 
 class LeNet5(nn.Module):

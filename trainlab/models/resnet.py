@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.models.vgg import has_bias, is_small_input
+from trainlab.models.vgg import is_small_input
 from trainlab.nn.activations import create_activation
-from trainlab.nn.layers import ResidualBlock
+from trainlab.nn.layers import ResidualBlock, has_bias
 from trainlab.nn.norm import create_norm
 
 

@@ -10,7 +10,7 @@ The 224x224 variant ends in 512x7x7 -> FC 4096 -> FC 4096 -> FC classes: vgg16 h
 parameters, 102,760,448 of them the first FC layer's weights. The small-input variant (28x28, 32x32)
 keeps every conv; its pools round up (28 -> 14 -> 7 -> 4 -> 2 -> 1) and its classifier is 512 wide.
 
-`conv_norm_act` and `is_small_input` are shared with the other conv families.
+`is_small_input` is shared with the other conv families.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.nn.layers import layer_norm_act
-from trainlab.nn.norm import create_norm
+from trainlab.nn.layers import conv_norm_act, linear_norm_act
 
 SMALL_INPUT_MAX = 64  # images up to 64x64 get the small-input variant unless told otherwise
 
@@ -41,25 +40,6 @@ VGG_LAYERS: dict[str, tuple[int | str, ...]] = {
 def is_small_input(image_size: int, small_input: bool | None) -> bool:
     """The small-input variant (no early downsampling) for images up to SMALL_INPUT_MAX, unless forced."""
     return image_size <= SMALL_INPUT_MAX if small_input is None else small_input
-
-
-def has_bias(norm: Any) -> bool:
-    """A layer followed by a normalisation needs no bias: the norm's shift replaces it."""
-    return norm in (None, "none")
-
-
-def conv_norm_act(
-    c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, act: Any, norm: Any
-) -> nn.Sequential:
-    """conv -> norm -> activation (maxout wraps the conv instead); a bias only when there is no norm."""
-    conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=has_bias(norm))
-    return nn.Sequential(*layer_norm_act(conv, create_norm(norm, c_out), act))
-
-
-def linear_norm_act(f_in: int, f_out: int, *, act: Any, norm: Any, dropout: float) -> nn.Sequential:
-    """A hidden fully connected layer: linear -> norm -> activation -> dropout."""
-    linear = nn.Linear(f_in, f_out, bias=has_bias(norm))
-    return nn.Sequential(*layer_norm_act(linear, create_norm(norm, f_out, dim=1), act), nn.Dropout(dropout))
 
 
 class VGG(nn.Module):

@@ -7,9 +7,13 @@ residual branches through `branch_layers()`, without knowing the model family.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from trainlab.errors import ConfigError
+from trainlab.nn.activations import ACTIVATIONS, create_activation
+from trainlab.nn.norm import create_norm
 
 
 class ResidualBlock(nn.Module):
@@ -38,10 +42,27 @@ def conv_output_size(n: int, f: int, p: int = 0, s: int = 1) -> int:
 def layer_norm_act(layer: nn.Module, norm: nn.Module, act: str | dict) -> list[nn.Module]:
     """[layer, norm, activation], or [Maxout(layer), norm] for activations that wrap their layer
     (maxout computes k copies of the layer and takes their max, so it replaces layer and activation)."""
-    from trainlab.nn.activations import ACTIVATIONS, create_activation
-
     name = act["name"] if isinstance(act, dict) else act
     if ACTIVATIONS.meta(name).get("wraps_layer"):
         options = {k: v for k, v in act.items() if k != "name"} if isinstance(act, dict) else {}
         return [create_activation(name, layer=layer, **options), norm]
     return [layer, norm, create_activation(act)]
+
+
+def has_bias(norm: Any) -> bool:
+    """A layer followed by a normalisation needs no bias: the norm's shift replaces it."""
+    return norm in (None, "none")
+
+
+def conv_norm_act(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, act: Any, norm: Any
+) -> nn.Sequential:
+    """conv -> norm -> activation (maxout wraps the conv instead); a bias only when there is no norm."""
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=has_bias(norm))
+    return nn.Sequential(*layer_norm_act(conv, create_norm(norm, c_out), act))
+
+
+def linear_norm_act(f_in: int, f_out: int, *, act: Any, norm: Any, dropout: float) -> nn.Sequential:
+    """A hidden fully connected layer: linear -> norm -> activation -> dropout."""
+    linear = nn.Linear(f_in, f_out, bias=has_bias(norm))
+    return nn.Sequential(*layer_norm_act(linear, create_norm(norm, f_out, dim=1), act), nn.Dropout(dropout))
