@@ -86,6 +86,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
     compile: bool = False  # torch.compile (CUDA)
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: bool | None = None  # None: on CUDA only
     early_stopping: int | None = None  # patience in epochs; None = off
     min_delta: float = 0.0
     restore_best: bool = True

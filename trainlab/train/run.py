@@ -161,7 +161,8 @@ def train(
         )
     standardizer.fit(loaders.fit_images)
     model = build_model(cfg, data.image_shape, data.num_classes).to(device)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" if cfg.train.channels_last is None else cfg.train.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
         batch = standardizer(loaders.fit_images[: cfg.data.batch_size].float().div(255))
@@ -204,6 +205,8 @@ def train(
         callbacks=run_callbacks,
         stateful={"loader": loaders.train, "augment": augment},
         compile=cfg.train.compile,
+        precision=cfg.train.precision,
+        channels_last=channels_last,
         device=device,
     )
     if resume:

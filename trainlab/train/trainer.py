@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import ConfigError, TrainlabError
 from trainlab.train.callbacks import Callback
 from trainlab.train.losses import cross_entropy, hard_labels
 
@@ -49,6 +49,8 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         stateful: dict[str, Any] | None = None,
         compile: bool = False,
+        precision: str = "auto",
+        channels_last: bool | None = None,
         device: torch.device | str = "cpu",
     ):
         """`stateful` names objects with state_dict()/load_state_dict() of tensors (the loader's and the
@@ -59,7 +61,11 @@ class Trainer:
         self.forward = torch.compile(model) if compile else model  # weights stay shared with `model`
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.device = torch.device(device)
-        self.cuda = self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision={precision!r}: expected auto, fp32 or bf16")
+        self.bf16 = precision == "bf16" or (precision == "auto" and cuda)  # autocast to bfloat16
+        self.channels_last = cuda if channels_last is None else channels_last
         self.ema_decay = ema_decay
         self.ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
         for group in optimizer.param_groups:
@@ -79,10 +85,10 @@ class Trainer:
 
     def model_input(self, x: torch.Tensor) -> torch.Tensor:
         x = self.transform(x) if self.transform else x
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda and x.ndim == 4 else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def set_lr(self) -> float:
         factor = 1.0
