@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_train_speed_quick_pipelines_learn():
     proc = subprocess.run(
-        [sys.executable, "bench/train_speed.py", "--quick", "--workers", "0"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--quick", "--workers", "0"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("trainlab", "PyTorch"))]
