@@ -39,14 +39,17 @@ def datasets() -> list[dict]:
 def recipes() -> list[dict]:
     from trainlab.config import read_recipe, recipe_names
 
-    return [
-        {
-            "name": n,
-            "model": read_recipe(n).get("model", {}).get("name", "cnn"),
-            "epochs": read_recipe(n).get("train", {}).get("epochs", ""),
-        }
-        for n in recipe_names()
-    ]
+    rows = []
+    for name in recipe_names():
+        recipe = read_recipe(name)
+        rows.append(
+            {
+                "name": name,
+                "model": recipe.get("model", {}).get("name", "cnn"),
+                "epochs": recipe.get("train", {}).get("epochs", ""),
+            }
+        )
+    return rows
 
 
 def activations() -> list[dict]:

@@ -34,7 +34,7 @@ class TrainedModel:
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> class probabilities (B, K)."""
-        x = self.standardizer(images.float().div(255.0))
+        x = self.standardizer(images)  # uint8 -> [0, 1] -> the fitted preprocessing
         return torch.softmax(self.model(x).float(), dim=1)
 
 

@@ -55,16 +55,13 @@ class Registry:
         return decorator
 
     def canonical(self, name: str) -> str:
-        """The registered name for `name` or one of its aliases; ConfigError if unknown."""
-        key = name.strip().lower().replace("-", "_") if name not in self._entries else name
-        if name in self._entries:
-            return name
-        if key in self._entries:
-            return key
-        if name in self._aliases:
-            return self._aliases[name]
-        if key in self._aliases:
-            return self._aliases[key]
+        """The registered name for `name` or one of its aliases (also tried lower-case with "-" as "_");
+        ConfigError if unknown."""
+        for key in (name, name.strip().lower().replace("-", "_")):
+            if key in self._entries:
+                return key
+            if key in self._aliases:
+                return self._aliases[key]
         raise ConfigError(suggest(name, self.list(), self.family, list(self._aliases)))
 
     def get(self, name: str) -> Any:

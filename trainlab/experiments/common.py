@@ -251,7 +251,7 @@ def fashion_split(
     train_idx, val_idx = split_train_val(len(data.train_images), 10000, seed)
     train_idx, val_idx = train_idx[:n_train], val_idx[:n_val]
     standardizer = Standardizer(preprocess, **preprocess_options).fit(data.train_images[train_idx])
-    prepare = lambda idx: standardizer(data.train_images[idx].float().div(255)).to(device)  # noqa: E731
+    prepare = lambda idx: standardizer(data.train_images[idx]).to(device)  # noqa: E731
     return Split(
         prepare(train_idx),
         data.train_labels[train_idx].to(device),

@@ -42,7 +42,7 @@ LR = 0.05  # penalties are sums over all weights: strength * lr sets how fast th
 
 def test_split(device, standardizer, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     data = load_images()
-    return standardizer(data.test_images[:n].float().div(255)).to(device), data.test_labels[:n].to(device)
+    return standardizer(data.test_images[:n]).to(device), data.test_labels[:n].to(device)
 
 
 @register_experiment(

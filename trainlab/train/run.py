@@ -165,7 +165,7 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
-        batch = standardizer(loaders.fit_images[: cfg.data.batch_size].float().div(255))
+        batch = standardizer(loaders.fit_images[: cfg.data.batch_size])
         init_model(model, cfg.model.init, batch=batch, **cfg.model.init_options)
     augment = Augment(cfg.data.augment, seed=cfg.train.seed, num_classes=data.num_classes, device=str(device))
     if len(loaders.train) == 0:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainlab.data.preprocess import as_float01
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.train.callbacks import Callback
 from trainlab.train.losses import cross_entropy, hard_labels
@@ -81,7 +82,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float in [0, 1]."""
-        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        return as_float01(images)
 
     def model_input(self, x: torch.Tensor) -> torch.Tensor:
         x = self.transform(x) if self.transform else x
