@@ -54,8 +54,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     s = result.summary
     print(
         f"test accuracy {s['test_accuracy']:.4f}  test loss {s['test_loss']:.4f}  "
-        f"({s['epochs_run']} epochs, {s['train_seconds']:.1f}s training, "
-        f"{s['total_seconds']:.1f}s in all, {s['device']})"
+        f"({s['epochs_run']} epochs, {s['device']})"
+    )
+    compiled = f", compile warm-up {s['compile_seconds']:.1f}s" if s["compile_seconds"] else ""
+    print(
+        f"time to result {s['time_to_result_seconds']:.2f}s (init, {s['train_seconds']:.2f}s of epochs, "
+        f"final test evaluation {s['eval_seconds']:.2f}s); data loading {s['load_seconds']:.1f}s"
+        f"{compiled}; {s['total_seconds']:.1f}s in all"
     )
     print(f"report: {out / 'report.html'}")
 

@@ -94,6 +94,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights; None = off
     tta: bool = False  # test-time augmentation: average logits over the image and its mirror
     threads: int | None = None  # CPU threads for torch; None = torch's default
+    checkpoint_every: int = 1  # epochs between resume checkpoints; 0 = after the last epoch only
     diagnose: bool = False  # activation / gradient diagnostics callbacks
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainlab.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -147,14 +149,23 @@ class EarlyStopping(Callback):
 
 
 class Checkpointer(Callback):
-    """last.safetensors after every epoch (the resume point) and best.safetensors when the validation
-    accuracy improves. `extra_tensors` / `extra_meta` hold what the run adds (preprocessing stats,
-    resolved config, class names)."""
+    """last.safetensors every `every` epochs and after the last one (the resume point), and
+    best.safetensors when the validation accuracy improves. `every=0` writes `last` only when training
+    ends, for runs so short that a resume point costs more than redoing them. `extra_tensors` /
+    `extra_meta` hold what the run adds (preprocessing stats, resolved config, class names)."""
 
     order = 90
 
-    def __init__(self, folder: Path, extra_tensors: dict | None = None, extra_meta: dict | None = None):
-        self.folder = Path(folder)
+    def __init__(
+        self,
+        folder: Path,
+        extra_tensors: dict | None = None,
+        extra_meta: dict | None = None,
+        every: int = 1,
+    ):
+        if every < 0:
+            raise ConfigError(f"train.checkpoint_every={every}: expected 0 (at the end only) or more")
+        self.folder, self.every = Path(folder), every
         self.extra_tensors, self.extra_meta = extra_tensors or {}, extra_meta or {}
 
     def save(self, trainer: Trainer, name: str) -> Path:
@@ -174,5 +185,7 @@ class Checkpointer(Callback):
             trainer.extra_state["best_val_accuracy"] = logs["val_accuracy"]
             trainer.extra_state["best_epoch"] = epoch
             self.save(trainer, "best")
-        trainer.extra_state["last_checkpoint"] = str(self.folder / "last.safetensors")
-        self.save(trainer, "last")
+        final = epoch >= trainer.epochs or trainer.stop_training
+        if final or (self.every and epoch % self.every == 0):
+            trainer.extra_state["last_checkpoint"] = str(self.folder / "last.safetensors")
+            self.save(trainer, "last")

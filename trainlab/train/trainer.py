@@ -32,6 +32,12 @@ class TrainingDiverged(TrainlabError):
     """The loss became NaN or infinite."""
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock reading charges it to the right phase."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Trainer:
     def __init__(
         self,
@@ -197,6 +203,30 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else self.model
 
+    def warm_up(self, images: torch.Tensor, steps: int = 2) -> None:
+        """Run the training forward and backward `steps` times on one batch of uint8 `images` (the
+        training batch shape), so that torch.compile compiles before any clock starts; then put every
+        weight, buffer, gradient and random state back. The run that follows is exactly the run
+        without warm-up. No optimiser step, EMA update, loader or augmentation draw happens here."""
+        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        x = self.model_input(self.prepare(images))
+        labels = torch.zeros(len(images), dtype=torch.long, device=x.device)
+        self.model.train()
+        for _ in range(steps):
+            with self.autocast():
+                outputs = self.forward(x)
+                logits = outputs[0] if isinstance(outputs, tuple) else outputs
+                loss = cross_entropy(logits, labels)
+            loss.backward()
+        synchronize(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(snapshot)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+
     # ----------------------------------------------------------------------------------------------
     def fit(self, train_loader: Iterable, val_loader: Iterable | None = None) -> list[dict[str, float]]:
         self.steps_per_epoch = len(train_loader)
@@ -206,11 +236,13 @@ class Trainer:
         while self.epoch < self.epochs and not self.stop_training:
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, self.epoch + 1)
+            synchronize(self.device)
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, **self.train_epoch(train_loader)}
             if val_loader is not None and len(val_loader):
                 val = self.evaluate(val_loader)
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            synchronize(self.device)
             logs["seconds"] = time.perf_counter() - start
             self.epoch += 1
             self.history.append(logs)

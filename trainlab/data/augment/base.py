@@ -150,15 +150,23 @@ class Scratch:
         return buffer
 
 
+def avoid_host_sync(x: torch.Tensor) -> bool:
+    """Whether ops on `x` must not read data-dependent sizes (`nonzero`), because the host would wait
+    for the device: true on accelerators. There, an op transforms every sample and keeps the chosen
+    ones with `where`; on the CPU it gathers and transforms only the chosen ones. Both paths give the
+    same images (tests check this on the CPU by forcing the accelerator path)."""
+    return x.device.type != "cpu"
+
+
 def on_chosen(x: torch.Tensor, chosen: torch.Tensor | None, fn: Callable) -> torch.Tensor:
     """`fn(x_sub, sel)` on the chosen samples only; `sel` indexes the per-sample parameters.
 
-    On the CPU only the chosen samples are gathered and transformed. On CUDA every sample is transformed
-    and the result is blended with `where`, which costs a trivial blend but no host synchronisation.
+    On the CPU only the chosen samples are gathered and transformed. On accelerators every sample is
+    transformed and the result is blended with `where`: a trivial blend, but no host synchronisation.
     """
     if chosen is None:
         return fn(x, slice(None))
-    if x.is_cuda:
+    if avoid_host_sync(x):
         return torch.where(chosen.view(-1, 1, 1, 1), fn(x, slice(None)), x)
     sel = chosen.nonzero().squeeze(1)
     if len(sel) == 0:
