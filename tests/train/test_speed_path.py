@@ -128,3 +128,27 @@ def test_checkpoint_every_rejects_negative(tmp_path):
 
     with pytest.raises(ConfigError, match="checkpoint_every"):
         Checkpointer(tmp_path, every=-1)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_optimizer_of_the_cuda_path_takes_the_default_steps(name, monkeypatch):
+    """On CUDA the optimisers use PyTorch's fused kernels; forced on here (CPU kernels exist), every
+    option the recipes use must be accepted and give the same steps."""
+    from trainlab.config import OptimConfig
+    from trainlab.train import optim
+
+    cfg = OptimConfig(name=name, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    assert not optim.fused(optim.param_groups(create_model("mlp"), 0.0))  # CPU parameters: not fused
+    results = []
+    for use_fused in (False, True):
+        monkeypatch.setattr(optim, "fused", lambda groups, f=use_fused: f)
+        torch.manual_seed(0)
+        model = create_model("speednet", widths=[4, 4, 4])
+        opt = optim.create_optimizer(model, cfg)
+        assert bool(opt.defaults.get("fused")) == use_fused
+        for _ in range(3):
+            model(torch.randn(8, 1, 28, 28)).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        results.append(model.state_dict())
+    assert all(torch.allclose(results[0][k].float(), results[1][k].float(), atol=1e-6) for k in results[0])
