@@ -59,3 +59,17 @@ def test_gpu_recipe_paths_run_on_cpu_at_small_size(tmp_path):
     result = train(load_config("speedrun", overrides), tmp_path / "run", callbacks=[Probe()], progress=False)
     assert seen == {"dtype": torch.bfloat16, "cl": True}
     assert result.summary["test_accuracy"] > 0.25  # learns (chance is 0.1) in 32 steps at this scale
+
+
+@pytest.mark.parametrize(("stride", "side"), [(1, 27), (2, 14)])
+def test_speednet_stem_stride_sets_the_resolution(stride, side):
+    model = create_model("speednet", widths=[8, 8, 8], stem_stride=stride)
+    assert model.stem(torch.zeros(2, 1, 28, 28)).shape == (2, 8, side, side)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_speednet_rejects_other_stem_strides():
+    from trainlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stem_stride must be 1 or 2"):
+        create_model("speednet", stem_stride=3)

@@ -1,13 +1,15 @@
 """SpeedNet: the network of trainlab's speed recipes (`cpu-fast`, `speedrun`, `best`).
 
 The lectures' techniques, arranged for speed (in the spirit of the public CIFAR-10 speedruns):
-- a 2x2 stride-2 patch stem initialised as *patch whitening* (PCA whitening of 2x2 patches, each
-  eigenvector as a filter with both signs): for a 1-channel image this is a lossless space-to-depth
-  that halves the resolution, with decorrelated, unit-variance channels;
+- a 2x2 patch stem initialised as *patch whitening* (PCA whitening of 2x2 patches, each eigenvector
+  as a filter with both signs). With `stem_stride=2` (default) it is, for a 1-channel image, a lossless
+  space-to-depth that halves the resolution, with decorrelated, unit-variance channels; with
+  `stem_stride=1` the patches overlap and the network keeps the full resolution (about 4x the compute);
 - conv groups: conv 3x3 -> max-pool 2 -> BN -> act -> conv 3x3 -> BN -> act;
 - global max pooling, then a linear head whose logits are scaled down (`logit_scale`).
 
-    28x28 -> stem 14x14 -> group 7x7 -> group 3x3 -> (group 1x1) -> max-pool -> linear
+    stride 2: 28x28 -> stem 14x14 -> group 7x7 -> group 3x3 -> group 1x1 -> max-pool -> linear
+    stride 1: 28x28 -> stem 27x27 -> group 13x13 -> group 6x6 -> group 3x3 -> max-pool -> linear
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainlab.errors import ConfigError
 from trainlab.models.factory import register_model
 from trainlab.nn.activations import create_activation
 from trainlab.nn.init import INITIALIZERS
@@ -45,10 +48,13 @@ class SpeedNet(nn.Module):
         act: str = "gelu",
         norm: str = "batch",
         logit_scale: float = 1 / 9,
+        stem_stride: int = 2,
     ):
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise ConfigError(f"speednet: stem_stride must be 1 or 2, got {stem_stride!r}")
         patch_dim = in_channels * 2 * 2
-        self.stem = nn.Conv2d(in_channels, 2 * patch_dim, 2, stride=2, bias=True)
+        self.stem = nn.Conv2d(in_channels, 2 * patch_dim, 2, stride=stem_stride, bias=True)
         self.stem_act = create_activation(act)
         groups, c_in = [], 2 * patch_dim
         for width in widths:
@@ -90,5 +96,6 @@ def speednet(
     act: str = "gelu",
     norm: str = "batch",
     logit_scale: float = 1 / 9,
+    stem_stride: int = 2,
 ) -> SpeedNet:
-    return SpeedNet(in_channels, num_classes, widths, act, norm, logit_scale)
+    return SpeedNet(in_channels, num_classes, widths, act, norm, logit_scale, stem_stride)
