@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--recipe", default=None, help="default: speedrun on CUDA, cpu-fast on CPU")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=1, help="run the recipe with seeds 0..N-1")
+    parser.add_argument("--plot", help="also draw test accuracy against seconds to this PNG")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument(
         "--baselines", help="which baselines to run (default: mlp,cnn,resnet18; --quick: mlp,cnn)"
@@ -179,8 +181,28 @@ def main() -> None:
         print(f"{name:<72} {accuracy:8.4f} {seconds:8.2f} {seconds / ours:6.1f}x")
     print("seconds: first batch (trainlab: first touch of the weights) to the end of the test evaluation")
     print("ratio = pipeline's seconds / trainlab's seconds")
+    if args.plot:
+        plot(rows, f"{device} ({where}), torch {torch.__version__}", args.plot)
     if args.quick:
         assert all(accuracy > 0.3 for _, accuracy, _ in rows), "a pipeline did not learn"
+
+
+def plot(rows: list[tuple[str, float, float]], where: str, path: str) -> None:
+    """Test accuracy against seconds, one labelled point per pipeline."""
+    from trainlab.report.figures import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, accuracy, seconds) in enumerate(rows):
+        ax.scatter(seconds, 100 * accuracy, color="C3" if i == 0 else "C0", zorder=3)
+        ax.annotate(name.replace("PyTorch DataLoader: ", ""), (seconds, 100 * accuracy), fontsize=7,
+                    xytext=(5, -3), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds to the test accuracy (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Fashion-MNIST: trainlab (red) and standard PyTorch loops\n{where}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, Path(path))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_train_speed_quick_pipelines_learn():
+def test_train_speed_quick_pipelines_learn(tmp_path):
+    figure = tmp_path / "speed.png"
+    script = ROOT / "bench" / "train_speed.py"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--quick", "--workers", "0"],
+        [sys.executable, str(script), "--quick", "--workers", "0", "--plot", str(figure)],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("trainlab", "PyTorch"))]
     assert len(rows) == 3 and all(float(row.split()[-3]) > 0.3 for row in rows)
+    assert figure.read_bytes().startswith(b"\x89PNG")
