@@ -219,7 +219,9 @@ def train(
         trainer.load_state(*load_checkpoint(run_dir / "checkpoints" / "last.safetensors"))
     if cfg.train.compile:
         with clock("compile"):  # one-off: compiled before the epochs' clock runs, then undone exactly
-            trainer.warm_up(loaders.fit_images[: cfg.data.batch_size])
+            batch = cfg.data.batch_size  # a streamed folder's fit sample may hold fewer images: tile it
+            sample = loaders.fit_images[:batch]
+            trainer.warm_up(sample.repeat(-(-batch // len(sample)), 1, 1, 1)[:batch])
     setup_seconds = time.perf_counter() - started
 
     with clock("fit"):
