@@ -3,6 +3,8 @@ stem really whitens."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -73,3 +75,29 @@ def test_speednet_rejects_other_stem_strides():
 
     with pytest.raises(ConfigError, match="stem_stride must be 1 or 2"):
         create_model("speednet", stem_stride=3)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
+def test_speednet_compiled_in_bf16_matches_eager():
+    """The speedrun recipe's training graph (torch.compile, bf16 autocast, channels_last), compiled by
+    inductor's CPU backend: finite, and the same loss and gradients as eager. (x.amax((2, 3)) as the
+    global pooling gave NaN gradients here.)"""
+    torch.manual_seed(0)
+    model = create_model("speednet", widths=[8, 16, 16]).to(memory_format=torch.channels_last)
+    x = torch.randn(32, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    init_model(model, "patch_whitening", batch=x)
+    y = torch.arange(32) % 10
+
+    def loss_and_grads(forward):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(forward(x).float(), y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    eager_loss, eager_grads = loss_and_grads(model)
+    compiled_loss, compiled_grads = loss_and_grads(torch.compile(model))
+    assert torch.isfinite(compiled_loss) and all(torch.isfinite(g).all() for g in compiled_grads)
+    torch.testing.assert_close(compiled_loss, eager_loss, atol=0.02, rtol=0.02)
+    for eager, compiled in zip(eager_grads, compiled_grads):
+        assert torch.nn.functional.cosine_similarity(eager.flatten(), compiled.flatten(), dim=0) > 0.95

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainlab.errors import ConfigError
@@ -66,7 +67,9 @@ class SpeedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
         x = self.groups(self.stem_act(self.stem(x)))
-        return self.head(x.amax((2, 3))) * self.logit_scale
+        # global max pooling; not x.amax((2, 3)), whose bf16 backward under torch.compile (inductor,
+        # torch 2.13) is NaN: tests/test_recipes.py compiles SpeedNet to check.
+        return self.head(F.adaptive_max_pool2d(x, 1).flatten(1)) * self.logit_scale
 
 
 @INITIALIZERS.register("patch_whitening", needs_data=True)
