@@ -26,7 +26,9 @@ def run_dir(tmp_path_factory):
 def test_train_writes_summary(run_dir, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {"test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "train_seconds", "device",
-            "torch_version", "seed"} <= summary.keys()  # fmt: skip
+            "torch_version", "seed", "time_to_result_seconds", "load_seconds", "compile_seconds",
+            "init_seconds", "eval_seconds"} <= summary.keys()  # fmt: skip
+    assert summary["compile_seconds"] == 0 and summary["time_to_result_seconds"] >= summary["train_seconds"]
     assert summary["test_accuracy"] > 0.7 and summary["epochs_run"] == 2
     assert json.loads((run_dir / "config.json").read_text())["data"]["limit_train"] == 2000
 

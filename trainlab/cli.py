@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     compiled = f", compile warm-up {s['compile_seconds']:.1f}s" if s["compile_seconds"] else ""
     print(
-        f"time to result {s['time_to_result_seconds']:.2f}s (init, {s['train_seconds']:.2f}s of epochs, "
+        f"time to result {s['time_to_result_seconds']:.2f}s (epochs {s['train_seconds']:.2f}s, "
         f"final test evaluation {s['eval_seconds']:.2f}s); data loading {s['load_seconds']:.1f}s"
         f"{compiled}; {s['total_seconds']:.1f}s in all"
     )
