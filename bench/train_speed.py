@@ -197,6 +197,8 @@ def plot(rows: list[tuple[str, float, float]], where: str, path: str) -> None:
         ax.annotate(name.replace("PyTorch DataLoader: ", ""), (seconds, 100 * accuracy), fontsize=7,
                     xytext=(5, -3), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_minor_formatter("{x:g}")
     ax.set_xlabel("seconds to the test accuracy (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Fashion-MNIST: trainlab (red) and standard PyTorch loops\n{where}", fontsize=9)
