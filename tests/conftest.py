@@ -48,3 +48,22 @@ def fashion_mnist():
     from trainlab.data.datasets import load_dataset
 
     return load_dataset("fashion-mnist")
+
+
+@pytest.fixture
+def force_accelerator_path(monkeypatch):
+    """`force()` makes augmentations take their accelerator path on CPU tensors (transform every sample
+    and keep the chosen ones with `where`: no host sync); it returns a list that counts the decisions."""
+    from trainlab.data.augment import base
+
+    def force() -> list[int]:
+        calls = []
+
+        def always(x):
+            calls.append(1)
+            return True
+
+        monkeypatch.setattr(base, "avoid_host_sync", always)
+        return calls
+
+    return force

@@ -6,20 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainlab.data.augment import Augment, base, geometric, list_augmentations, policy
-
-
-def force_accelerator_path(monkeypatch) -> list[int]:
-    """Make every `avoid_host_sync` answer True on CPU tensors; returns a list that counts the calls."""
-    calls = []
-
-    def always(x):
-        calls.append(1)
-        return True
-
-    for module in (base, geometric, policy):
-        monkeypatch.setattr(module, "avoid_host_sync", always)
-    return calls
+from trainlab.data.augment import Augment, list_augmentations
 
 
 def images(n: int = 16, channels: int = 3, size: int = 16) -> torch.Tensor:
@@ -30,11 +17,11 @@ def images(n: int = 16, channels: int = 3, size: int = 16) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", list_augmentations())
-def test_accelerator_path_gives_the_cpu_paths_images(name, monkeypatch):
+def test_accelerator_path_gives_the_cpu_paths_images(name, force_accelerator_path):
     spec = {name: {"p": 0.5}}  # half the samples chosen: the path that differs
     x, y = images(), torch.arange(16) % 10
     cpu_out, cpu_targets = Augment(spec, seed=5, num_classes=10)(x, y)
-    force_accelerator_path(monkeypatch)
+    force_accelerator_path()
     acc_out, acc_targets = Augment(spec, seed=5, num_classes=10)(x, y)
     torch.testing.assert_close(acc_out, cpu_out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(acc_targets, cpu_targets)
@@ -44,7 +31,7 @@ def test_accelerator_path_gives_the_cpu_paths_images(name, monkeypatch):
 @pytest.mark.parametrize(
     "name", ["randaugment", "trivialaugment", "hflip", "random_erasing", "lens_distortion"]
 )
-def test_accelerator_path_is_taken(name, monkeypatch):
-    calls = force_accelerator_path(monkeypatch)
+def test_accelerator_path_is_taken(name, force_accelerator_path):
+    calls = force_accelerator_path()
     Augment({name: {"p": 0.5}}, seed=5, num_classes=10)(images(), torch.zeros(16, dtype=torch.long))
     assert calls, f"{name} never asked avoid_host_sync"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainlab.config import load_config
-from trainlab.data.augment import Augment, base, geometric, policy
+from trainlab.data.augment import Augment
 from trainlab.data.loader import DeviceLoader
 from trainlab.models import create_model
 from trainlab.train.callbacks import Callback, Checkpointer, ProgressBar
@@ -30,11 +30,10 @@ def small_trainer(steps: int, **options) -> tuple[Trainer, DeviceLoader]:
     return Trainer(model, optimizer, epochs=1, device="cpu", **options), loader
 
 
-def syncs_in_one_epoch(monkeypatch, steps: int) -> int:
+def syncs_in_one_epoch(monkeypatch, force_accelerator_path, steps: int) -> int:
     """Calls of tensor methods that make the host wait for the device, in one epoch of `steps` steps
     with the accelerator path of the augmentation, EMA, label smoothing and a progress bar."""
-    for module in (base, geometric, policy):
-        monkeypatch.setattr(module, "avoid_host_sync", lambda x: True)
+    force_accelerator_path()
     augment = Augment("hflip,translate=2,random_erasing,mixup=0.2", seed=0, num_classes=10)
     trainer, loader = small_trainer(
         steps, augment=augment, ema_decay=0.9, label_smoothing=0.1, callbacks=[ProgressBar(False)]
@@ -53,8 +52,9 @@ def syncs_in_one_epoch(monkeypatch, steps: int) -> int:
     return count[0]
 
 
-def test_no_host_sync_per_training_step(monkeypatch):
-    few, many = syncs_in_one_epoch(monkeypatch, 3), syncs_in_one_epoch(monkeypatch, 9)
+def test_no_host_sync_per_training_step(monkeypatch, force_accelerator_path):
+    few = syncs_in_one_epoch(monkeypatch, force_accelerator_path, 3)
+    many = syncs_in_one_epoch(monkeypatch, force_accelerator_path, 9)
     assert few > 0  # the epoch's one read of the loss and accuracy buffers is seen
     assert many == few, f"{many - few} more host syncs for 6 more steps"
 

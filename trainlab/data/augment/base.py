@@ -154,7 +154,8 @@ def avoid_host_sync(x: torch.Tensor) -> bool:
     """Whether ops on `x` must not read data-dependent sizes (`nonzero`), because the host would wait
     for the device: true on accelerators. There, an op transforms every sample and keeps the chosen
     ones with `where`; on the CPU it gathers and transforms only the chosen ones. Both paths give the
-    same images (tests check this on the CPU by forcing the accelerator path)."""
+    same images (tests check this on the CPU by forcing the accelerator path). Other modules call it
+    as `base.avoid_host_sync`, so that this one function decides for every op."""
     return x.device.type != "cpu"
 
 

@@ -25,7 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainlab.data.augment.base import Op, Scratch, avoid_host_sync, number, pixels, register, span, uniform
+from trainlab.data.augment import base
+from trainlab.data.augment.base import Op, Scratch, number, pixels, register, span, uniform
 from trainlab.errors import ConfigError
 
 
@@ -97,7 +98,7 @@ def shift_copy(x: torch.Tensor, inverse: torch.Tensor, scratch: Scratch | None =
 def flip_copy(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """The path for flips alone: each sample is copied as it is or mirrored, no per-pixel indices."""
     h, v = inverse[:, 0, 0] < 0, inverse[:, 1, 1] < 0  # (B,) mirrored left-right / top-bottom
-    if avoid_host_sync(x):  # mirror everything, keep by mask
+    if base.avoid_host_sync(x):  # mirror everything, keep by mask
         x = torch.where(h.view(-1, 1, 1, 1), x.flip(3), x)
         return torch.where(v.view(-1, 1, 1, 1), x.flip(2), x)
     out = x.clone()

@@ -17,7 +17,8 @@ import math
 
 import torch
 
-from trainlab.data.augment.base import Op, avoid_host_sync, on_chosen, pixels, random_sign, register
+from trainlab.data.augment import base
+from trainlab.data.augment.base import Op, on_chosen, pixels, random_sign, register
 from trainlab.data.augment.geometric import resample, rotation, shearing, translation
 from trainlab.data.augment.photometric import apply_color, brightness, contrast, saturation
 from trainlab.data.augment.tone import autocontrast, equalize, posterize, sharpness, solarize
@@ -81,7 +82,7 @@ def policy_op(name: str, x: torch.Tensor, s: torch.Tensor, r: float) -> torch.Te
 def apply_policy(x: torch.Tensor, choice: torch.Tensor, s: torch.Tensor, wide: bool) -> torch.Tensor:
     """Every sample i gets operation NAMES[choice[i]] at signed magnitude s[i]; one call per operation,
     on the samples that chose it (CPU) or on all of them, kept where chosen (accelerators, no sync)."""
-    if avoid_host_sync(x):
+    if base.avoid_host_sync(x):
         out = x
         for k, name in enumerate(NAMES):
             out = torch.where((choice == k).view(-1, 1, 1, 1), policy_op(name, x, s, RANGES[name][wide]), out)
