@@ -51,6 +51,7 @@ def test_gpu_recipe_paths_run_on_cpu_at_small_size(tmp_path):
         def on_train_begin(self, trainer):
             conv = trainer.model.groups[0][0]
             conv.register_forward_hook(lambda m, i, o: seen.update(dtype=o.dtype, cl=i[0].is_contiguous(
+                memory_format=torch.channels_last), cl_weight=m.weight.is_contiguous(
                 memory_format=torch.channels_last)))  # fmt: skip
 
     overrides = {
@@ -59,7 +60,7 @@ def test_gpu_recipe_paths_run_on_cpu_at_small_size(tmp_path):
         "model.widths": [16, 32, 32], "train.ema": 0.9, "optim.lr": 0.1,
     }  # fmt: skip
     result = train(load_config("speedrun", overrides), tmp_path / "run", callbacks=[Probe()], progress=False)
-    assert seen == {"dtype": torch.bfloat16, "cl": True}
+    assert seen == {"dtype": torch.bfloat16, "cl": True, "cl_weight": True}
     assert result.summary["test_accuracy"] > 0.25  # learns (chance is 0.1) in 32 steps at this scale
 
 

@@ -163,9 +163,6 @@ def train(
             f"training needs an image-shaped mode ({', '.join(image_modes)})"
         )
     model = build_model(cfg, data.image_shape, data.num_classes).to(device)
-    channels_last = device.type == "cuda" if cfg.train.channels_last is None else cfg.train.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     with clock("init"):  # the clock of the speed goals starts here, at the first touch of the weights
         standardizer.fit(loaders.fit_images)
         if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
@@ -210,7 +207,7 @@ def train(
         stateful={"loader": loaders.train, "augment": augment},
         compile=cfg.train.compile,
         precision=cfg.train.precision,
-        channels_last=channels_last,
+        channels_last=cfg.train.channels_last,
         device=device,
     )
     if resume:

@@ -38,6 +38,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def split_outputs(outputs: torch.Tensor | tuple) -> tuple[torch.Tensor, tuple]:
+    """(logits, auxiliary logits): models with auxiliary classifiers (GoogLeNet) return
+    (logits, aux1, ...) in training, the others their logits alone."""
+    return (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
+
+
 class Trainer:
     def __init__(
         self,
@@ -65,14 +71,16 @@ class Trainer:
         self.model, self.optimizer, self.epochs = model, optimizer, epochs
         self.schedule, self.transform, self.augment, self.penalty = schedule, transform, augment, penalty
         self.label_smoothing, self.grad_clip, self.tta = label_smoothing, grad_clip, tta
-        self.forward = torch.compile(model) if compile else model  # weights stay shared with `model`
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         if precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision={precision!r}: expected auto, fp32 or bf16")
         self.bf16 = precision == "bf16" or (precision == "auto" and cuda)  # autocast to bfloat16
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.channels_last = cuda if channels_last is None else channels_last  # for the model and its inputs
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # in place: the optimizer's parameters stay the same
+        self.forward = torch.compile(model) if compile else model  # weights stay shared with `model`
         self.ema_decay = ema_decay
         self.ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
         # Walking the module tree costs ~1 us per module per call: list the tensors the step touches once.
@@ -120,9 +128,7 @@ class Trainer:
             x, targets = self.augment(x, labels)
         x = self.model_input(x)
         with self.autocast():
-            outputs = self.forward(x)
-            # models with auxiliary classifiers (GoogLeNet) return (logits, aux1, ...) in training
-            logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
+            logits, aux = split_outputs(self.forward(x))
             loss = cross_entropy(logits, targets, self.label_smoothing)
             for aux_logits in aux:
                 loss = loss + AUX_LOSS_WEIGHT * cross_entropy(aux_logits, targets, self.label_smoothing)
@@ -223,9 +229,7 @@ class Trainer:
         self.model.train()
         for _ in range(steps):
             with self.autocast():
-                outputs = self.forward(x)
-                logits = outputs[0] if isinstance(outputs, tuple) else outputs
-                loss = cross_entropy(logits, labels)
+                loss = cross_entropy(split_outputs(self.forward(x))[0], labels)
             loss.backward()
         synchronize(self.device)
         self.optimizer.zero_grad(set_to_none=True)
