@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from trainlab.data.augment import Augment, list_augmentations
+from trainlab.train.trainer import synchronize
 
 SIZES = {"28x28x1": (1, 28, 28), "32x32x3": (3, 32, 32), "224x224x3": (3, 224, 224)}
 PIPELINE = "hflip,pad_crop=4,color_jitter=0.4,rotate=10,shear=10"
@@ -107,11 +108,7 @@ def best_rate(
     it leaves out the time the process waits for a core (with 1 thread it equals the wall time of an
     idle machine; with more threads it adds the threads up)."""
     now = time.process_time if clock == "cpu" else time.perf_counter
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
+    sync = functools.partial(synchronize, torch.device(device))
     run()
     sync()
     best, spent = float("inf"), 0.0

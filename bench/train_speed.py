@@ -28,6 +28,7 @@ from trainlab.config import load_config
 from trainlab.data.datasets import load_dataset
 from trainlab.models import create_model
 from trainlab.train.run import train
+from trainlab.train.trainer import synchronize
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training pixels / 255
 
@@ -99,8 +100,7 @@ def baseline(name, model, data, n_train, n_test, epochs, device, workers, augmen
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         for x, y in DataLoader(test_set, batch_size=1000, num_workers=workers):
             correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return correct / len(test_set), time.perf_counter() - start
 
 

@@ -16,12 +16,7 @@ from trainlab.data.datasets import load_dataset
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import Standardizer
 from trainlab.models import create_model
-from trainlab.train.trainer import Trainer
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from trainlab.train.trainer import Trainer, synchronize
 
 
 def hand_loop(model, optimizer, images, labels, standardizer, batch_size, epochs, device) -> list[float]:
@@ -29,7 +24,7 @@ def hand_loop(model, optimizer, images, labels, standardizer, batch_size, epochs
     times = []
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(epochs):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(images), device=device, generator=generator)
@@ -43,7 +38,7 @@ def hand_loop(model, optimizer, images, labels, standardizer, batch_size, epochs
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
