@@ -12,7 +12,30 @@ from collections.abc import Iterator
 import torch
 
 
-class DeviceLoader:
+class SeededBatches:
+    """What every trainlab loader shares: the number of batches of `num_samples` samples, and the seeded
+    generator of the epoch order, whose state checkpoints carry."""
+
+    batch_size: int
+    drop_last: bool
+    generator: torch.Generator
+
+    @property
+    def num_samples(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class DeviceLoader(SeededBatches):
     """Iterate (images uint8 (B, C, H, W), labels int64 (B,)) batches of tensors already on the device."""
 
     def __init__(
@@ -30,9 +53,9 @@ class DeviceLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
-    def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.images)
@@ -47,9 +70,3 @@ class DeviceLoader:
                     self.images[i * self.batch_size : (i + 1) * self.batch_size],
                     self.labels[i * self.batch_size : (i + 1) * self.batch_size],
                 )
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["generator"])

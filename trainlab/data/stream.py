@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainlab.data import formats
+from trainlab.data.loader import SeededBatches
 
 
 class FileImages:
@@ -52,9 +53,9 @@ class LabelledFiles(Dataset):
         return self.images.read(index), self.labels[index]
 
 
-class StreamLoader:
+class StreamLoader(SeededBatches):
     """Batches (uint8 images, labels) of `indices` into a FileImages split, decoded by worker processes
-    and moved to `device`. Same interface as DeviceLoader."""
+    and moved to `device`. Same interface as DeviceLoader, and the same checkpointed epoch order."""
 
     def __init__(
         self,
@@ -73,9 +74,9 @@ class StreamLoader:
         self.workers, self.device = workers, torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __len__(self) -> int:
-        n = len(self.indices)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = (
@@ -92,9 +93,3 @@ class StreamLoader:
         )
         for images, labels in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["generator"])
