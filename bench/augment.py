@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from trainlab.data.augment import Augment, list_augmentations
-from trainlab.train.trainer import synchronize
+from trainlab.device import synchronize
 
 SIZES = {"28x28x1": (1, 28, 28), "32x32x3": (3, 32, 32), "224x224x3": (3, 224, 224)}
 PIPELINE = "hflip,pad_crop=4,color_jitter=0.4,rotate=10,shear=10"

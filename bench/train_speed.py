@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainlab.config import load_config
 from trainlab.data.datasets import load_dataset
+from trainlab.device import synchronize
 from trainlab.models import create_model
-from trainlab.train.run import train
-from trainlab.train.trainer import synchronize
+from trainlab.run import train
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training pixels / 255
 

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from trainlab.data.datasets import load_dataset
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import Standardizer
+from trainlab.device import synchronize
 from trainlab.models import create_model
-from trainlab.train.trainer import Trainer, synchronize
+from trainlab.training.trainer import Trainer
 
 
 def hand_loop(model, optimizer, images, labels, standardizer, batch_size, epochs, device) -> list[float]:

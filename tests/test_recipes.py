@@ -13,13 +13,13 @@ from trainlab.data.augment import Augment
 from trainlab.data.preprocess import Standardizer
 from trainlab.models import create_model
 from trainlab.nn.init import init_model
-from trainlab.train.run import build_model
+from trainlab.models import model_from_config
 
 
 @pytest.mark.parametrize("name", recipe_names())
 def test_recipe_builds(name):
     cfg = load_config(name)
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = model_from_config(cfg, (1, 28, 28), 10)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     Augment(cfg.data.augment, seed=0, num_classes=10)
 
@@ -42,8 +42,8 @@ def test_patch_whitening_gives_decorrelated_unit_variance_patches(fashion_mnist)
 
 def test_gpu_recipe_paths_run_on_cpu_at_small_size(tmp_path):
     """speedrun's CUDA path (bf16 autocast, channels_last, EMA, flip TTA, translate) on a small CPU run."""
-    from trainlab.train.callbacks import Callback
-    from trainlab.train.run import train
+    from trainlab.run import train
+    from trainlab.training.callbacks import Callback
 
     seen = {}
 

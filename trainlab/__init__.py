@@ -3,9 +3,10 @@
 The public API, imported lazily so that `trainlab --help` starts fast:
 
     trainlab.load_dataset("fashion-mnist")
-    trainlab.load_config("default", ["optim.lr=0.1"]);  trainlab.train(cfg, "runs/x")
+    cfg = trainlab.load_config("default", ["optim.lr=0.1"]);  trainlab.train(cfg, "runs/x")
+    trainlab.create_task("regression", loss="l1");  trainlab.evaluate_run("runs/x")
     trainlab.create_model("resnet18", in_channels=1, num_classes=10, act="gelu", norm="group")
-    trainlab.create_activation("leaky_relu", negative_slope=0.1)
+    trainlab.create_activation("leaky_relu", slope=0.1)
     trainlab.init_model(model, "kaiming_normal");  trainlab.fold_batchnorm(model)
     trainlab.Standardizer("zca_whiten");  trainlab.Augment("hflip,translate=2")
 """
@@ -21,9 +22,16 @@ _API = {
     "load_dataset": "trainlab.data.datasets",
     "load_config": "trainlab.config",
     "Config": "trainlab.config",
-    "train": "trainlab.train.run",
-    "Trainer": "trainlab.train.trainer",
-    "Callback": "trainlab.train.callbacks",
+    "train": "trainlab.run",
+    "RunResult": "trainlab.run",
+    "create_task": "trainlab.tasks",
+    "list_tasks": "trainlab.tasks",
+    "Task": "trainlab.tasks",
+    "Predictor": "trainlab.inference",
+    "evaluate_run": "trainlab.predict",
+    "predict_files": "trainlab.predict",
+    "Trainer": "trainlab.training.trainer",
+    "Callback": "trainlab.training.callbacks",
     "create_model": "trainlab.models",
     "list_models": "trainlab.models",
     "create_activation": "trainlab.nn.activations",

@@ -83,13 +83,13 @@ def augmentations() -> list[dict]:
 
 
 def optimizers() -> list[dict]:
-    from trainlab.train.optim import OPTIMIZERS
+    from trainlab.training.optim import OPTIMIZERS
 
     return registry_rows(OPTIMIZERS)
 
 
 def schedules() -> list[dict]:
-    from trainlab.train.optim import SCHEDULES
+    from trainlab.training.optim import SCHEDULES
 
     return registry_rows(SCHEDULES)
 
@@ -98,6 +98,19 @@ def penalties() -> list[dict]:
     from trainlab.nn.regularize import PENALTIES
 
     return registry_rows(PENALTIES)
+
+
+def tasks() -> list[dict]:
+    from trainlab.tasks import TASKS
+
+    return [
+        {
+            "name": n,
+            "monitors": f"val_{TASKS.get(n).monitor}",
+            "doc": (TASKS.get(n).__doc__ or "").split("\n")[0],
+        }
+        for n in TASKS.list()
+    ]
 
 
 def experiments() -> list[dict]:
@@ -118,6 +131,7 @@ FAMILIES: dict[str, Callable[[], list[dict]]] = {
     "optimizers": optimizers,
     "schedules": schedules,
     "penalties": penalties,
+    "tasks": tasks,
     "experiments": experiments,
 }
 

@@ -16,7 +16,7 @@ EXIT_BAD_INPUT = 2
 
 def cmd_train(args: argparse.Namespace) -> None:
     from trainlab.config import Config, load_config
-    from trainlab.train.run import train
+    from trainlab.run import train
 
     if args.resume:
         config_path = Path(args.resume) / "config.json"
@@ -30,6 +30,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             for key, value in (
                 ("data.dataset", args.dataset),
                 ("model.name", args.model),
+                ("task.name", args.task),
                 ("train.epochs", args.epochs),
                 ("data.batch_size", args.batch_size),
                 ("optim.lr", args.lr),
@@ -52,10 +53,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
     s = result.summary
-    print(
-        f"test accuracy {s['test_accuracy']:.4f}  test loss {s['test_loss']:.4f}  "
-        f"({s['epochs_run']} epochs, {s['device']})"
-    )
+    tested = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in s.items() if k.startswith("test_"))
+    print(f"{tested}  ({s['epochs_run']} epochs, {s['device']})")
     compiled = f", compile warm-up {s['compile_seconds']:.1f}s" if s["compile_seconds"] else ""
     print(
         f"time to result {s['time_to_result_seconds']:.2f}s (epochs {s['train_seconds']:.2f}s, "
@@ -68,11 +67,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from trainlab.predict import evaluate_run
 
-    result = evaluate_run(args.run_dir)
+    result = evaluate_run(args.run_dir, args.device)
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"test accuracy {result['test_accuracy']:.4f}\n")
+    print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items() if k.startswith("test_")))
+    if "confusion_matrix" not in result:
+        return
+    print()
     print(f"{'class':>14} {'precision':>9} {'recall':>7} {'f1':>6}")
     for i, name in enumerate(result["classes"]):
         print(f"{name:>14} {result['precision'][i]:9.4f} {result['recall'][i]:7.4f} {result['f1'][i]:6.4f}")
@@ -86,11 +88,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if args.top_k < 1:
         raise TrainlabError(f"--top-k must be at least 1, got {args.top_k}")
-    results = predict_files(load_trained(args.run_dir), args.files, args.top_k)
+    results = predict_files(load_trained(args.run_dir, args.device), args.files, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
         return
     for item in results:
+        if "outputs" in item:
+            print(f"{item['file']}: {', '.join(f'{v:.4f}' for v in item['outputs'])}")
+            continue
         ranked = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in item["predictions"])
         print(f"{item['file']}: {ranked}")
 
@@ -172,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset")
     p.add_argument("--model")
+    p.add_argument("--task", help="classification or regression (see `trainlab list tasks`)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -189,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="test accuracy, confusion matrix, per-class precision/recall/F1")
+    p = sub.add_parser(
+        "eval", help="test metrics by the run's own inference path; a classifier's confusion matrix"
+    )
     p.add_argument("run_dir")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -198,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("files", nargs="+")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 

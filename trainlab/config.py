@@ -51,6 +51,12 @@ class ModelConfig:
 
 
 @dataclass
+class TaskConfig:
+    name: str = "classification"  # classification | regression (see `trainlab list tasks`)
+    loss: str | None = None  # regression: mse | l1 (default mse); classification: cross-entropy only
+
+
+@dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1
@@ -95,6 +101,7 @@ class TrainConfig:
     tta: bool = False  # test-time augmentation: average logits over the image and its mirror
     threads: int | None = None  # CPU threads for torch; None = torch's default
     checkpoint_every: int = 1  # epochs between resume checkpoints; 0 = after the last epoch only
+    checkpoint_steps: int = 0  # also a resume checkpoint every N steps within an epoch; 0 = off
     diagnose: bool = False  # activation / gradient diagnostics callbacks
 
 
@@ -102,6 +109,7 @@ class TrainConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     penalty: PenaltyConfig = field(default_factory=PenaltyConfig)

@@ -1,7 +1,11 @@
 """Using a trained model: load a run, evaluate it on the test set, predict new image files.
 
-A new image goes through exactly the training conversion: the dataset's channel count and size
-(formats.load_image), then the preprocessing statistics stored in the run's model.safetensors.
+Everything goes through the run's own inference path (trainlab.inference.Predictor): the evaluated
+weights stored in model.safetensors (the EMA copy when the run kept one, the restored best weights
+after early stopping), the preprocessing statistics stored beside them, the run's precision and memory
+format, and its test-time augmentation. `trainlab eval RUN` therefore reproduces summary.json's
+test metrics exactly on the device the run used. A new image goes through exactly the training
+conversion: the dataset's channel count and size (formats.load_image), then the preprocessing.
 """
 
 from __future__ import annotations
@@ -15,31 +19,40 @@ import torch
 from trainlab.config import Config
 from trainlab.data import formats
 from trainlab.data.datasets import load_dataset
-from trainlab.data.loader import DeviceLoader
 from trainlab.data.preprocess import Standardizer
+from trainlab.data.splits import test_loader
+from trainlab.device import resolve_device
 from trainlab.errors import TrainlabError
-from trainlab.train.checkpoint import load_checkpoint, unprefixed
-from trainlab.train.metrics import confusion_matrix, per_class_scores
-from trainlab.train.run import build_model
+from trainlab.inference import Predictor, evaluate_split, uses_bf16, uses_channels_last
+from trainlab.models import model_from_config
+from trainlab.tasks import task_from_config
+from trainlab.training.checkpoint import load_checkpoint, unprefixed
 
 
 @dataclass
 class TrainedModel:
-    model: torch.nn.Module
-    standardizer: Standardizer
+    predictor: Predictor
     classes: list[str]
     image_shape: tuple[int, int, int]
     config: Config
+    device: torch.device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.predictor.model
 
     @torch.no_grad()
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> the model's float32 outputs, exactly as the run's final evaluation."""
+        return self.predictor.outputs(images.to(self.device))
+
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> class probabilities (B, K)."""
-        x = self.standardizer(images)  # uint8 -> [0, 1] -> the fitted preprocessing
-        return torch.softmax(self.model(x).float(), dim=1)
+        """uint8 (B, C, H, W) -> class probabilities (B, K) of a classifier."""
+        return torch.softmax(self.outputs(images), dim=1)
 
 
-def load_trained(run_dir: Path | str) -> TrainedModel:
-    """The evaluated weights of a finished run (RUN_DIR/model.safetensors)."""
+def load_trained(run_dir: Path | str, device: str = "auto") -> TrainedModel:
+    """The evaluated weights of a finished run (RUN_DIR/model.safetensors), on `device`."""
     path = Path(run_dir) / "model.safetensors"
     if not path.exists():
         raise TrainlabError(
@@ -47,37 +60,46 @@ def load_trained(run_dir: Path | str) -> TrainedModel:
         )
     tensors, meta = load_checkpoint(path)
     cfg = Config.from_dict(meta["config"])
+    target = resolve_device(device)
     shape = tuple(meta["image_shape"])
-    model = build_model(cfg, shape, len(meta["classes"]))
+    model = model_from_config(cfg, shape, len(meta["classes"]))
     model.load_state_dict(unprefixed("model", tensors))
+    model.to(target).eval()
     standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options)
-    standardizer.load_state_dict(unprefixed("preprocess", tensors))
-    return TrainedModel(model.eval(), standardizer, meta["classes"], shape, cfg)
+    standardizer.load_state_dict({k: v.to(target) for k, v in unprefixed("preprocess", tensors).items()})
+    channels_last = uses_channels_last(cfg.train.channels_last, target)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    predictor = Predictor(
+        model,
+        task_from_config(cfg),
+        standardizer,
+        tta=cfg.train.tta,
+        bf16=uses_bf16(cfg.train.precision, target),
+        channels_last=channels_last,
+    )
+    return TrainedModel(predictor, meta["classes"], shape, cfg, target)
 
 
-def evaluate_run(run_dir: Path | str, batch_size: int = 1024) -> dict[str, Any]:
-    """Test accuracy, confusion matrix and per-class precision / recall / F1."""
-    trained = load_trained(run_dir)
-    data = load_dataset(trained.config.data.dataset)
-    predictions = []
-    for images, _ in DeviceLoader(data.test_images, data.test_labels, batch_size):
-        predictions.append(trained.probabilities(images).argmax(1))
-    predictions = torch.cat(predictions)
-    confusion = confusion_matrix(predictions, data.test_labels, len(trained.classes))
-    return {
-        "test_accuracy": float((predictions == data.test_labels).float().mean()),
-        "classes": trained.classes,
-        "confusion_matrix": confusion.tolist(),
-        **per_class_scores(confusion),
-    }
+def evaluate_run(run_dir: Path | str, device: str = "auto") -> dict[str, Any]:
+    """The run's test metrics (test_loss, test_accuracy, ...) by the path its final evaluation took,
+    and what the task reports (a classifier's confusion matrix and per-class precision/recall/F1)."""
+    trained = load_trained(run_dir, device)
+    cfg = trained.config
+    data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
+    result = evaluate_split(trained.predictor, test_loader(data, cfg, trained.device), trained.classes)
+    return {**result, "classes": trained.classes}
 
 
 def predict_files(trained: TrainedModel, files: list[str], top_k: int = 3) -> list[dict[str, Any]]:
-    """[{"file", "predictions": [{"label", "index", "probability"}, ...]}] for each image file."""
+    """A classifier: [{"file", "predictions": [{"label", "index", "probability"}, ...]}] per image file;
+    any other task: [{"file", "outputs": [...]}]."""
     channels, height, width = trained.image_shape
     images = torch.stack(
         [torch.from_numpy(formats.load_image(Path(f), channels, (height, width))) for f in files]
     )
+    if trained.predictor.task.name != "classification":
+        return [{"file": str(f), "outputs": row} for f, row in zip(files, trained.outputs(images).tolist())]
     probs = trained.probabilities(images)
     top = probs.topk(min(top_k, probs.shape[1]), dim=1)
     return [

@@ -10,7 +10,7 @@ from trainlab.config import load_config
 from trainlab.data.datasets import load_dataset
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.stream import FileImages, StreamLoader
-from trainlab.train.run import train
+from trainlab.run import train
 
 
 def make_folder(root, n_per_class=24):

@@ -10,7 +10,7 @@ from trainlab.data.loader import DeviceLoader
 from trainlab.diagnose import ActivationStats, GradientStats, diagnostic_callbacks
 from trainlab.diagnose.buffer import SampleBuffer
 from trainlab.nn.activations import create_activation
-from trainlab.train.trainer import Trainer
+from trainlab.training.trainer import Trainer
 
 
 def record_forward(stats: ActivationStats, model: nn.Module, batches: int, x: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from trainlab.data.datasets import DATASETS, search_roots
 from trainlab.errors import DataError
-from trainlab.train.checkpoint import atomic_write_bytes
+from trainlab.io import atomic_write_bytes
 
 
 @dataclass(frozen=True)

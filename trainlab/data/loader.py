@@ -11,14 +11,33 @@ from collections.abc import Iterator
 
 import torch
 
+Targets = torch.Tensor | dict[str, torch.Tensor]
+
+
+def index_targets(targets: Targets, index: torch.Tensor | slice) -> Targets:
+    """Select samples of a target tensor, or of every tensor in a dict of targets (boxes, masks, ...)."""
+    if isinstance(targets, dict):
+        return {key: value[index] for key, value in targets.items()}
+    return targets[index]
+
+
+def num_targets(targets: Targets) -> int:
+    return len(next(iter(targets.values()))) if isinstance(targets, dict) else len(targets)
+
 
 class SeededBatches:
     """What every trainlab loader shares: the number of batches of `num_samples` samples, and the seeded
-    generator of the epoch order, whose state checkpoints carry."""
+    generator of the epoch order, whose state checkpoints carry.
+
+    Mid-epoch, the state is the generator as it was when the epoch drew its order, plus the number of
+    batches already handed out; a loader loaded with it redraws the same order and goes on from there,
+    so a run resumed from a mid-epoch checkpoint sees exactly the batches it would have seen."""
 
     batch_size: int
     drop_last: bool
     generator: torch.Generator
+    position: int = 0  # batches of the current epoch handed out so far
+    epoch_state: torch.Tensor | None = None  # the generator before it drew this epoch's order
 
     @property
     def num_samples(self) -> int:
@@ -29,27 +48,41 @@ class SeededBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
+        if self.position and self.epoch_state is not None:
+            return {"generator": self.epoch_state, "position": torch.tensor(self.position)}
+        return {"generator": self.generator.get_state(), "position": torch.tensor(0)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["generator"])
+        self.position = int(state.get("position", 0))
+
+    def epoch_batches(self) -> range:
+        """The batch numbers this pass yields: from a resumed position, or from the start. Records the
+        generator's state before the caller draws the epoch's order."""
+        start, self.position = self.position, 0
+        self.epoch_state = self.generator.get_state()
+        return range(start, len(self))
+
+    def handed_out(self, batch: int) -> None:
+        self.position = batch + 1 if batch + 1 < len(self) else 0
 
 
 class DeviceLoader(SeededBatches):
-    """Iterate (images uint8 (B, C, H, W), labels int64 (B,)) batches of tensors already on the device."""
+    """Iterate (images uint8 (B, C, H, W), targets (B, ...) or a dict of them) batches of tensors already
+    on the device."""
 
     def __init__(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
+        targets: Targets,
         batch_size: int,
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
     ):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, labels
+        if len(images) != num_targets(targets):
+            raise ValueError(f"{len(images)} images but {num_targets(targets)} targets")
+        self.images, self.targets = images, targets
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
@@ -57,16 +90,13 @@ class DeviceLoader(SeededBatches):
     def num_samples(self) -> int:
         return len(self.images)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.images)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Targets]]:
+        batches = self.epoch_batches()
+        order = None
         if self.shuffle:
-            order = torch.randperm(n, device=self.images.device, generator=self.generator)
-            for i in range(len(self)):
-                index = order[i * self.batch_size : (i + 1) * self.batch_size]
-                yield self.images[index], self.labels[index]
-        else:
-            for i in range(len(self)):
-                yield (
-                    self.images[i * self.batch_size : (i + 1) * self.batch_size],
-                    self.labels[i * self.batch_size : (i + 1) * self.batch_size],
-                )
+            order = torch.randperm(len(self.images), device=self.images.device, generator=self.generator)
+        for i in batches:
+            span = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            index = order[span] if order is not None else span
+            self.handed_out(i)
+            yield self.images[index], index_targets(self.targets, index)

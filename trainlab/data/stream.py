@@ -79,17 +79,19 @@ class StreamLoader(SeededBatches):
         return len(self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        numbers = self.epoch_batches()
         order = (
             self.indices[torch.randperm(len(self.indices), generator=self.generator)]
             if self.shuffle
             else self.indices
         )
-        batches = [order[i * self.batch_size : (i + 1) * self.batch_size].tolist() for i in range(len(self))]
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size].tolist() for i in numbers]
         loader = DataLoader(
             self.dataset,
             batch_sampler=batches,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
         )
-        for images, labels in loader:
+        for i, (images, labels) in zip(numbers, loader):
+            self.handed_out(i)
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trainlab.diagnose.activations import ActivationStats, activation_layers
 from trainlab.diagnose.gradients import GradientStats
-from trainlab.train.callbacks import Callback
+from trainlab.training.callbacks import Callback
 
 __all__ = ["ActivationStats", "GradientStats", "activation_layers", "diagnostic_callbacks"]
 

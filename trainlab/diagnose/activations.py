@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from trainlab.diagnose.buffer import SampleBuffer
-from trainlab.train.callbacks import Callback
+from trainlab.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from trainlab.train.trainer import Trainer
+    from trainlab.training.trainer import Trainer
 
 STATS = ("mean", "std", "near_zero", "saturated", "dead")
 DEAD_KINDS = {"relu", "relu6", "leaky_relu", "prelu"}  # units that stop when the input stays <= 0

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from trainlab.io import atomic_write_text
 from trainlab.report.figures import save_figure
-from trainlab.train.checkpoint import atomic_write_text
 
 
 def layer_colors(n: int):

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from trainlab.diagnose.buffer import SampleBuffer
-from trainlab.train.callbacks import Callback
+from trainlab.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from trainlab.train.trainer import Trainer
+    from trainlab.training.trainer import Trainer
 
 STATS = ("grad_norm", "weight_norm", "update_ratio")
 

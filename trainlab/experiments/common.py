@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.device import device_name, resolve_device
+from trainlab.io import atomic_write_text
 from trainlab.registry import Registry
 from trainlab.report.figures import save_figure
-from trainlab.train.checkpoint import atomic_write_text
 
 EXPERIMENTS = Registry("experiment")
 
@@ -99,7 +100,6 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run experiment `name`, write results.json, README.md and its figures into `out`
     (default experiments/<name>), and return {verdict, out, message, seconds, ...}."""
-    from trainlab.train.run import resolve_device
 
     fn = EXPERIMENTS.get(name)
     name = EXPERIMENTS.canonical(name)
@@ -131,12 +131,8 @@ def run_experiment(
 
 
 def environment(device: torch.device, seconds: float) -> dict[str, Any]:
-    if device.type == "cuda":
-        where = f"cuda ({torch.cuda.get_device_name(device)})"
-    else:
-        where = f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
     return {
-        "device": where,
+        "device": device_name(device),
         "load_average": round(os.getloadavg()[0], 1),  # > cores: the machine was shared during the run
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

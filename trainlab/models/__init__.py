@@ -1,6 +1,13 @@
 """Model families. Importing this package registers every model."""
 
 from trainlab.models import alexnet, cnn, googlenet, lenet, mlp, resnet, speednet, vgg  # noqa: F401  (registration side effects)
-from trainlab.models.factory import MODELS, create_model, list_models, model_options, register_model
+from trainlab.models.factory import (  # noqa: F401
+    MODELS,
+    create_model,
+    list_models,
+    model_from_config,
+    model_options,
+    register_model,
+)
 
 __all__ = ["MODELS", "create_model", "list_models", "model_options", "register_model"]

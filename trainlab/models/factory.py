@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from trainlab.config import Config
 from trainlab.errors import ConfigError
 from trainlab.nn.init import INITIALIZERS, init_model
 from trainlab.registry import Registry, suggest
@@ -55,3 +56,16 @@ def create_model(
 
 def list_models() -> list[str]:
     return MODELS.list()
+
+
+def model_from_config(cfg: Config, image_shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
+    """The model a run's config describes, for images of `image_shape` (C, H, W)."""
+    return create_model(
+        cfg.model.name,
+        in_channels=image_shape[0],
+        num_classes=num_outputs,
+        image_size=image_shape[1],
+        init=cfg.model.init,
+        init_options=cfg.model.init_options,
+        **cfg.model.options,
+    )

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def save_figure(fig, path: Path | None = None) -> bytes:
     """PNG bytes of `fig`; also written atomically to `path` when given. Closes the figure."""
-    from trainlab.train.checkpoint import atomic_write_bytes
+    from trainlab.io import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -25,17 +25,16 @@ def save_figure(fig, path: Path | None = None) -> bytes:
 
 
 def curves_figure(history: list[dict[str, float]]):
+    """One panel for the loss and one for each metric the task logs (train_X and val_X)."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        if any(key in h for h in history):
-            ax_loss.plot(epochs, [h.get(key) for h in history], marker="o", label=label)
-    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
-        if any(key in h for h in history):
-            ax_acc.plot(epochs, [h.get(key) for h in history], marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-    for ax in (ax_loss, ax_acc):
+    logged = dict.fromkeys(k.split("_", 1)[1] for h in history for k in h if k.startswith(("train_", "val_")))
+    names = ["loss", *(n for n in logged if n != "loss")]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for prefix, label in (("train_", "train"), ("val_", "validation")):
+            if any(prefix + name in h for h in history):
+                ax.plot(epochs, [h.get(prefix + name) for h in history], marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=name, title=name.replace("_", " ").capitalize())
         ax.grid(alpha=0.3)
         ax.legend()
     return fig

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainlab.io import atomic_write_text
 from trainlab.report.figures import confusion_figure, curves_figure, save_figure
-from trainlab.train.checkpoint import atomic_write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -38,10 +38,14 @@ def fmt(value: Any) -> str:
 
 
 def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict, classes: list[str]) -> Path:
-    """Write curves.png, confusion.png and report.html into run_dir."""
+    """Write curves.png, report.html and, when the task reports one, confusion.png into run_dir."""
     curves = save_figure(curves_figure(history), run_dir / "curves.png") if history else b""
-    confusion = save_figure(confusion_figure(summary["confusion_matrix"], classes), run_dir / "confusion.png")
-    metrics = {k: v for k, v in summary.items() if k != "confusion_matrix"}
+    confusion = b""
+    if "confusion_matrix" in summary:  # what a classification task reports
+        confusion = save_figure(
+            confusion_figure(summary["confusion_matrix"], classes), run_dir / "confusion.png"
+        )
+    metrics = {k: v for k, v in summary.items() if not isinstance(v, list)}
     title = html.escape(str(run_dir))
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>trainlab run: {title}</title>
 <style>{STYLE}</style></head><body>
@@ -49,7 +53,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict
 <h2>Final metrics</h2>{table([metrics])}
 <h2>Curves</h2>{image_tag(curves, "training curves") if curves else "<p>(no epochs)</p>"}
 <h2>Per epoch</h2>{table(history)}
-<h2>Confusion matrix</h2>{image_tag(confusion, "confusion matrix")}
+{"<h2>Confusion matrix</h2>" + image_tag(confusion, "confusion matrix") if confusion else ""}
 <h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
 </body></html>"""
     path = run_dir / "report.html"

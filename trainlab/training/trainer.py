@@ -1,12 +1,13 @@
-"""The Trainer: one loop for every run, with the lecture's switches plugged in.
+"""The Trainer: one loop for every task, with the lecture's switches plugged in.
 
-    trainer = Trainer(model, optimizer, schedule=factor, epochs=5, transform=standardizer)
+    trainer = Trainer(model, optimizer, epochs=5, task=create_task("classification"), transform=standardizer)
     history = trainer.fit(train_loader, val_loader)
 
 Per step: uint8 batch -> float [0, 1] -> augment (may return soft targets) -> preprocess -> forward
-(bf16 autocast on CUDA) -> loss (+ penalty) -> backward -> clip -> step. Loss sums, correct counts
-and the first non-finite step accumulate in device tensors; the host reads them once per epoch, so
-there is no host-device sync per step.
+(bf16 autocast on CUDA) -> the task's loss (+ penalty) -> backward -> clip -> step. The loss of each
+step, the task's metric sums and the first non-finite step accumulate in device tensors; the host reads
+them once per epoch, so there is no host-device sync per step. What the task is (classification,
+regression, ...) is the Task's business: nothing here assumes labels or logits.
 """
 
 from __future__ import annotations
@@ -20,28 +21,27 @@ import torch
 from torch import nn
 
 from trainlab.data.preprocess import as_float01
-from trainlab.errors import ConfigError, TrainlabError
-from trainlab.train.callbacks import Callback
-from trainlab.train.losses import cross_entropy, hard_labels
+from trainlab.device import synchronize
+from trainlab.errors import TrainlabError
+from trainlab.inference import Predictor, model_input, uses_bf16, uses_channels_last
+from trainlab.tasks.base import Task, batch_size, create_task
+from trainlab.training.callbacks import Callback
+from trainlab.training.checkpoint import (
+    optimizer_from_flat,
+    optimizer_to_flat,
+    pack_state,
+    prefixed,
+    rng_state,
+    set_rng_state,
+    unpack_state,
+    unprefixed,
+)
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-AUX_LOSS_WEIGHT = 0.3  # Szegedy et al. 2014: loss = CE(logits) + 0.3 * sum of the auxiliary heads' CE
 
 
 class TrainingDiverged(TrainlabError):
     """The loss became NaN or infinite."""
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a wall-clock reading charges it to the right phase."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def split_outputs(outputs: torch.Tensor | tuple) -> tuple[torch.Tensor, tuple]:
-    """(logits, auxiliary logits): models with auxiliary classifiers (GoogLeNet) return
-    (logits, aux1, ...) in training, the others their logits alone."""
-    return (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
 
 
 class Trainer:
@@ -51,11 +51,11 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         *,
         epochs: int,
+        task: Task | None = None,
         schedule: Callable[[float], float] | None = None,
         transform: Transform | None = None,
         augment: Callable | None = None,
         penalty: Callable[[nn.Module], torch.Tensor] | None = None,
-        label_smoothing: float = 0.0,
         grad_clip: float | None = None,
         ema_decay: float | None = None,
         tta: bool = False,
@@ -66,18 +66,17 @@ class Trainer:
         channels_last: bool | None = None,
         device: torch.device | str = "cpu",
     ):
-        """`stateful` names objects with state_dict()/load_state_dict() of tensors (the loader's and the
-        augmentation's generators) that checkpoints must carry for an exact resume."""
+        """`task` defaults to classification. `stateful` names objects with state_dict()/
+        load_state_dict() of tensors (the loader's and the augmentation's generators) that checkpoints
+        must carry for an exact resume; each callback's own state_dict() is carried too."""
         self.model, self.optimizer, self.epochs = model, optimizer, epochs
+        self.task = task or create_task("classification")
         self.schedule, self.transform, self.augment, self.penalty = schedule, transform, augment, penalty
-        self.label_smoothing, self.grad_clip, self.tta = label_smoothing, grad_clip, tta
+        self.grad_clip, self.tta = grad_clip, tta
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"train.precision={precision!r}: expected auto, fp32 or bf16")
-        self.bf16 = precision == "bf16" or (precision == "auto" and cuda)  # autocast to bfloat16
-        self.channels_last = cuda if channels_last is None else channels_last  # for the model and its inputs
+        self.bf16 = uses_bf16(precision, self.device)  # autocast to bfloat16
+        self.channels_last = uses_channels_last(channels_last, self.device)  # for the model and its inputs
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer's parameters stay the same
         self.forward = torch.compile(model) if compile else model  # weights stay shared with `model`
@@ -97,17 +96,13 @@ class Trainer:
         self.steps_per_epoch = 0
         self.history: list[dict[str, float]] = []
         self.stop_training = False
-        self.extra_state: dict[str, Any] = {}  # callbacks keep resumable state here (best metric, ...)
+        self.last_checkpoint: str | None = None  # set by whoever writes resume points
         self.stateful = stateful or {}
+        self.progress: dict[str, Any] | None = None  # the epoch in flight: step, losses, sizes, sums
 
     # ----------------------------------------------------------------------------------------------
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float in [0, 1]."""
-        return as_float01(images)
-
     def model_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.transform(x) if self.transform else x
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+        return model_input(x, self.transform, self.channels_last)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -121,17 +116,14 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
         return self.optimizer.param_groups[0]["lr"]
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step; returns (loss, correct count) as device tensors."""
-        x, targets = self.prepare(images), labels
+    def train_step(self, images: torch.Tensor, targets: Any, sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimisation step; adds to the task's metric `sums` and returns the loss (device tensor)."""
+        x = as_float01(images)
         if self.augment:
-            x, targets = self.augment(x, labels)
+            x, targets = self.augment(x, targets)
         x = self.model_input(x)
         with self.autocast():
-            logits, aux = split_outputs(self.forward(x))
-            loss = cross_entropy(logits, targets, self.label_smoothing)
-            for aux_logits in aux:
-                loss = loss + AUX_LOSS_WEIGHT * cross_entropy(aux_logits, targets, self.label_smoothing)
+            loss, outputs = self.task.training_loss(self.forward(x), targets)
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model)
         self.optimizer.zero_grad(set_to_none=True)
@@ -141,8 +133,8 @@ class Trainer:
         self.optimizer.step()
         if self.ema_model is not None:
             self.update_ema()
-        correct = (logits.detach().argmax(1) == hard_labels(targets)).sum()
-        return loss.detach(), correct
+        self.task.accumulate(sums, outputs, targets)
+        return loss.detach()
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -151,72 +143,69 @@ class Trainer:
         if buffers:  # batch-norm statistics are copied, not averaged
             torch._foreach_copy_(ema_buffers, buffers)
 
+    def new_progress(self, steps: int) -> dict[str, Any]:
+        return {
+            "step": 0,
+            "losses": torch.zeros(steps, device=self.device),  # (steps,)
+            "sizes": torch.zeros(steps, dtype=torch.long),  # on the host: known without a sync
+            "sums": self.task.metric_sums(self.device),
+        }
+
     def train_epoch(self, loader: Iterable) -> dict[str, float]:
-        """One pass over `loader`. Each step writes its loss and correct count into preallocated device
-        buffers (one small op each); the host reads them once, at the end of the epoch."""
+        """One pass over `loader` (or the rest of it, after a mid-epoch resume). Each step writes its loss
+        into a preallocated device buffer and adds to the task's metric sums (a few small ops); the host
+        reads them once, at the end of the epoch."""
         self.model.train()
-        losses = torch.zeros(len(loader), device=self.device)  # (steps,)
-        corrects = torch.zeros(len(loader), dtype=torch.long, device=self.device)
-        sizes = []
+        if self.progress is None:
+            self.progress = self.new_progress(len(loader))
+        progress = self.progress
         lr = self.set_lr()
-        for step, (images, labels) in enumerate(loader):
+        for images, targets in loader:
+            step = progress["step"]
             for cb in self.callbacks:
                 cb.on_train_batch_begin(self, step)
             lr = self.set_lr()
-            loss, correct = self.train_step(images, labels)
-            losses[step] = loss
-            corrects[step] = correct
-            sizes.append(len(labels))
+            loss = self.train_step(images, targets, progress["sums"])
+            progress["losses"][step] = loss
+            progress["sizes"][step] = batch_size(targets)
+            progress["step"] = step + 1
             self.global_step += 1
             for cb in self.callbacks:
                 cb.on_train_batch_end(self, step, loss)
-        finite = torch.isfinite(losses[: len(sizes)]).tolist()
+        self.progress = None
+        steps = progress["step"]
+        losses, sizes = progress["losses"][:steps], progress["sizes"][:steps]
+        finite = torch.isfinite(losses).tolist()
         if not all(finite):
-            bad_step = self.global_step - len(sizes) + finite.index(False)
-            last_good = self.extra_state.get("last_checkpoint", "none written yet")
+            bad_step = self.global_step - steps + finite.index(False)
             raise TrainingDiverged(
                 f"loss became non-finite at step {bad_step} (epoch {self.epoch + 1}); "
-                f"last good checkpoint: {last_good}"
+                f"last good checkpoint: {self.last_checkpoint or 'none written yet'}"
             )
-        count = max(sum(sizes), 1)
-        weights = torch.tensor(sizes, dtype=losses.dtype, device=self.device)
-        return {
-            "train_loss": float((losses[: len(sizes)] * weights).sum()) / count,
-            "train_accuracy": int(corrects.sum()) / count,
-            "lr": lr,
-        }
+        count = max(int(sizes.sum()), 1)
+        logs = {"train_loss": float((losses * sizes.to(losses)).sum()) / count}
+        logs.update({f"train_{k}": float(v) / count for k, v in progress["sums"].items()})
+        return {**logs, "lr": lr}
 
-    @torch.no_grad()
-    def predict_logits(
-        self, loader: Iterable, model: nn.Module | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (N, K) float32, labels (N,)) over a loader, in eval mode; with TTA, the mean over the
-        image and its horizontal mirror."""
-        model = model or self.eval_model
-        was_training = model.training
-        model.eval()
-        all_logits, all_labels = [], []
-        for images, labels in loader:
-            x = self.model_input(self.prepare(images))
-            with self.autocast():
-                logits = model(x).float()
-                if self.tta:
-                    logits = 0.5 * (logits + model(x.flip(-1)).float())
-            all_logits.append(logits)
-            all_labels.append(labels)
-        model.train(was_training)
-        return torch.cat(all_logits), torch.cat(all_labels)
-
-    def evaluate(self, loader: Iterable, model: nn.Module | None = None) -> dict[str, float]:
-        logits, labels = self.predict_logits(loader, model)
-        loss = cross_entropy(logits, labels)
-        return {"loss": float(loss), "accuracy": float((logits.argmax(1) == labels).float().mean())}
-
+    # ----------------------------------------------------------------------------------------------
     @property
     def eval_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else self.model
 
-    def warm_up(self, images: torch.Tensor, steps: int = 2) -> None:
+    def predictor(self, model: nn.Module | None = None) -> Predictor:
+        """The inference path that `trainlab eval` and `predict` rebuild from the run directory."""
+        return Predictor(
+            model or self.eval_model, self.task, self.transform, self.tta, self.bf16, self.channels_last
+        )
+
+    def predict(self, loader: Iterable, model: nn.Module | None = None) -> tuple[torch.Tensor, Any]:
+        """(float32 outputs, targets) over a loader, in eval mode, with TTA when it is on."""
+        return self.predictor(model).run(loader)
+
+    def evaluate(self, loader: Iterable, model: nn.Module | None = None) -> dict[str, float]:
+        return self.task.evaluate(*self.predict(loader, model))
+
+    def warm_up(self, images: torch.Tensor, targets: Any, steps: int = 2) -> None:
         """Run the training forward and backward `steps` times on one batch of uint8 `images` (the
         training batch shape), so that torch.compile compiles before any clock starts; then put every
         weight, buffer, gradient and random state back. The run that follows is exactly the run
@@ -224,12 +213,11 @@ class Trainer:
         snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        x = self.model_input(self.prepare(images))
-        labels = torch.zeros(len(images), dtype=torch.long, device=x.device)
+        x = self.model_input(as_float01(images))
         self.model.train()
         for _ in range(steps):
             with self.autocast():
-                loss = cross_entropy(split_outputs(self.forward(x))[0], labels)
+                loss, _ = self.task.training_loss(self.forward(x), targets)
             loss.backward()
         synchronize(self.device)
         self.optimizer.zero_grad(set_to_none=True)
@@ -251,13 +239,12 @@ class Trainer:
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, **self.train_epoch(train_loader)}
             if val_loader is not None and len(val_loader):
-                val = self.evaluate(val_loader)
-                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                logs.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items()})
             synchronize(self.device)
             logs["seconds"] = time.perf_counter() - start
             self.epoch += 1
             self.history.append(logs)
-            if "val_loss" in logs:
+            if f"val_{self.task.monitor}" in logs:
                 for cb in self.callbacks:
                     cb.on_validation_end(self, self.epoch, logs)
             for cb in self.callbacks:
@@ -268,35 +255,44 @@ class Trainer:
         return self.history
 
     # ----------------------------------------------------------------------------------------------
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor needed to resume: weights, optimizer buffers, RNG and generator states."""
-        from trainlab.train.checkpoint import optimizer_to_flat, prefixed, rng_state
+    def callback_keys(self) -> dict[str, Callback]:
+        """Each callback under a stable key (its class name, numbered when a class appears twice)."""
+        keys: dict[str, Callback] = {}
+        for cb in self.callbacks:
+            name = type(cb).__qualname__
+            key, n = name, 1
+            while key in keys:
+                n += 1
+                key = f"{name}#{n}"
+            keys[key] = cb
+        return keys
 
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON meta): everything a resume needs, mid-epoch included: weights, optimizer
+        buffers, RNG and generator states, the epoch in flight, and each callback's state_dict()."""
         tensors = prefixed("model", self.model.state_dict())
-        optim_tensors, _ = optimizer_to_flat(self.optimizer)
+        optim_tensors, optim_meta = optimizer_to_flat(self.optimizer)
         tensors.update(prefixed("optim", optim_tensors))
         tensors.update(prefixed("rng", rng_state()))
         if self.ema_model is not None:
             tensors.update(prefixed("ema", self.ema_model.state_dict()))
         for name, obj in self.stateful.items():
             tensors.update(prefixed(name, obj.state_dict()))
-        return tensors
-
-    def state_meta(self) -> dict[str, Any]:
-        from trainlab.train.checkpoint import optimizer_to_flat
-
-        _, optim_meta = optimizer_to_flat(self.optimizer)
-        return {
+        callbacks = {key: cb.state_dict() for key, cb in self.callback_keys().items()}
+        callback_tensors, callback_meta = pack_state({k: v for k, v in callbacks.items() if v}, "callbacks")
+        progress_tensors, progress_meta = pack_state(self.progress or {}, "progress")
+        meta = {
             "epoch": self.epoch,
             "global_step": self.global_step,
             "history": self.history,
+            "last_checkpoint": self.last_checkpoint,
             "optim": optim_meta,
-            "extra_state": self.extra_state,
+            "callbacks": callback_meta,
+            "progress": progress_meta if self.progress else None,
         }
+        return {**tensors, **callback_tensors, **progress_tensors}, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        from trainlab.train.checkpoint import optimizer_from_flat, set_rng_state, unprefixed
-
         self.model.load_state_dict(unprefixed("model", tensors))
         optim_tensors = {k: v.to(self.device) for k, v in unprefixed("optim", tensors).items()}
         optimizer_from_flat(self.optimizer, optim_tensors, meta["optim"])
@@ -305,6 +301,13 @@ class Trainer:
         set_rng_state(unprefixed("rng", tensors))
         for name, obj in self.stateful.items():
             obj.load_state_dict(unprefixed(name, tensors))
+        callbacks = unpack_state(meta["callbacks"], tensors, self.device)
+        for key, cb in self.callback_keys().items():
+            if key in callbacks:
+                cb.load_state_dict(callbacks[key])
+        self.progress = None
+        if meta["progress"] is not None:
+            self.progress = unpack_state(meta["progress"], tensors, self.device)
+            self.progress["sizes"] = self.progress["sizes"].cpu()
         self.epoch, self.global_step = meta["epoch"], meta["global_step"]
-        self.history = meta["history"]
-        self.extra_state = meta["extra_state"]
+        self.history, self.last_checkpoint = meta["history"], meta["last_checkpoint"]

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from trainlab.train.checkpoint import load_checkpoint
+from trainlab.training.checkpoint import load_checkpoint
 
 ARGS = [
     "--model", "cnn", "--set", "model.widths=[8,8,16]", "--epochs", "3", "--limit-train", "2000",

@@ -2,14 +2,13 @@
 the JSON for everything else (resolved config, optimizer hyper-parameters, trainer state).
 
 Tensor keys are namespaced: `model.*`, `optim.*`, `rng.*`, `loader.*`, `augment.*`, `preprocess.*`,
-`ema.*`. Writes are atomic: temp file, fsync, rename.
+`ema.*`, `callbacks.*` (each callback's state_dict()) and `progress.*` (the epoch in flight, for a
+mid-epoch resume point). Writes are atomic (trainlab.io): temp file, fsync, rename.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from trainlab.errors import TrainlabError
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+from trainlab.io import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -104,3 +85,31 @@ def set_rng_state(states: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
+
+
+def pack_state(state: Any, prefix: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split nested JSON-able `state` holding tensors into (tensors keyed `prefix.path`, JSON in which
+    each tensor is replaced by {"__tensor__": key}); unpack_state puts it back together."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value
+            return {"__tensor__": path}
+        if isinstance(value, dict):
+            return {k: walk(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(value)]
+        return value
+
+    return tensors, walk(state, prefix)
+
+
+def unpack_state(packed: Any, tensors: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> Any:
+    if isinstance(packed, dict):
+        if set(packed) == {"__tensor__"}:
+            return tensors[packed["__tensor__"]].to(device)
+        return {k: unpack_state(v, tensors, device) for k, v in packed.items()}
+    if isinstance(packed, list):
+        return [unpack_state(v, tensors, device) for v in packed]
+    return packed

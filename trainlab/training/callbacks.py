@@ -11,17 +11,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainlab.errors import ConfigError
+from trainlab.io import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
 
-    from trainlab.train.trainer import Trainer
+    from trainlab.training.trainer import Trainer
 
 
 class Callback:
     """Base class; override only the hooks you need. Lower `order` runs first."""
 
     order: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this callback must carry across a resume: JSON-able values and tensors, nested in dicts
+        and lists. The trainer saves it in every checkpoint under the callback's own key."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def on_train_begin(self, trainer: Trainer) -> None: ...
 
@@ -78,10 +86,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if not self.enabled:
             return
-        line = f"epoch {epoch:3d}/{trainer.epochs}  loss {logs['train_loss']:.4f}"
-        line += f"  acc {logs['train_accuracy']:.4f}"
-        if "val_loss" in logs:
-            line += f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
+        metrics = [k for k in logs if k.startswith(("train_", "val_"))]
+        line = f"epoch {epoch:3d}/{trainer.epochs}  " + "  ".join(f"{k} {logs[k]:.4f}" for k in metrics)
         line += f"  lr {logs['lr']:.3g}  {logs['seconds']:.1f}s"
         self.progress.console.print(line)
 
@@ -100,7 +106,6 @@ class CSVLogger(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        from trainlab.train.checkpoint import atomic_write_text
 
         columns = list(dict.fromkeys(k for row in trainer.history for k in row))
         lines = [",".join(columns)]
@@ -112,14 +117,22 @@ def format_cell(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def monitored(trainer: Trainer, monitor: str | None) -> tuple[str, float]:
+    """(log key, sign) of a monitored metric: the task's own by default; with sign, larger is better."""
+    if monitor is None:
+        return f"val_{trainer.task.monitor}", 1.0 if trainer.task.higher_is_better else -1.0
+    return monitor, -1.0 if "loss" in monitor or "error" in monitor else 1.0
+
+
 class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs; optionally restore
-    the best weights at the end (kept in memory, on the device)."""
+    """Stop when `monitor` (default: the task's validation metric, val_accuracy for classification) has
+    not improved by `min_delta` for `patience` epochs; optionally restore the best weights at the end.
+    The best weights are part of the callback's state, so a resumed run restores the same ones."""
 
     order = 20
 
     def __init__(
-        self, patience: int, min_delta: float = 0.0, monitor: str = "val_accuracy", restore_best: bool = True
+        self, patience: int, min_delta: float = 0.0, monitor: str | None = None, restore_best: bool = True
     ):
         self.patience, self.min_delta, self.monitor, self.restore_best = (
             patience,
@@ -127,21 +140,33 @@ class EarlyStopping(Callback):
             monitor,
             restore_best,
         )
-        self.sign = 1.0 if "accuracy" in monitor else -1.0
+        self.best: float | None = None  # sign * the best value so far
+        self.best_epoch, self.wait, self.stopped_epoch = 0, 0, None
         self.best_state: dict[str, torch.Tensor] | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        state = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        state["stopped_epoch"] = self.stopped_epoch
+        return {**state, "best_state": self.best_state} if self.best_state is not None else state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.stopped_epoch, self.best_state = state["stopped_epoch"], state.get("best_state")
+
     def on_validation_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        state = trainer.extra_state.setdefault("early_stopping", {"best": None, "best_epoch": 0, "wait": 0})
-        value = self.sign * logs[self.monitor]
-        if state["best"] is None or value > state["best"] + self.min_delta:
-            state.update(best=value, best_epoch=epoch, wait=0)
+        key, sign = monitored(trainer, self.monitor)
+        if key not in logs:
+            raise ConfigError(f"early stopping monitors {key!r}, which the run does not log")
+        value = sign * logs[key]
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
                 self.best_state = {k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()}
         else:
-            state["wait"] += 1
-            if state["wait"] >= self.patience:
+            self.wait += 1
+            if self.wait >= self.patience:
                 trainer.stop_training = True
-                trainer.extra_state["stopped_early_at"] = epoch
+                self.stopped_epoch = epoch
 
     def on_train_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.restore_best and self.best_state is not None:
@@ -149,9 +174,10 @@ class EarlyStopping(Callback):
 
 
 class Checkpointer(Callback):
-    """last.safetensors every `every` epochs and after the last one (the resume point), and
-    best.safetensors when the validation accuracy improves. `every=0` writes `last` only when training
-    ends, for runs so short that a resume point costs more than redoing them. `extra_tensors` /
+    """The resume point last.safetensors: every `every` epochs, after the last epoch, and every `steps`
+    optimisation steps within an epoch when `steps` > 0 (so a kill loses at most that many steps);
+    best.safetensors whenever the task's validation metric improves. `every=0` writes `last` only when
+    training ends, for runs so short that a resume point costs more than redoing them. `extra_tensors` /
     `extra_meta` hold what the run adds (preprocessing stats, resolved config, class names)."""
 
     order = 90
@@ -162,30 +188,42 @@ class Checkpointer(Callback):
         extra_tensors: dict | None = None,
         extra_meta: dict | None = None,
         every: int = 1,
+        steps: int = 0,
     ):
         if every < 0:
             raise ConfigError(f"train.checkpoint_every={every}: expected 0 (at the end only) or more")
-        self.folder, self.every = Path(folder), every
+        if steps < 0:
+            raise ConfigError(f"train.checkpoint_steps={steps}: expected 0 (off) or more")
+        self.folder, self.every, self.steps = Path(folder), every, steps
         self.extra_tensors, self.extra_meta = extra_tensors or {}, extra_meta or {}
+        self.best: float | None = None  # sign * the best validation value so far
+        self.best_epoch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
 
     def save(self, trainer: Trainer, name: str) -> Path:
-        from trainlab.train.checkpoint import save_checkpoint
+        from trainlab.training.checkpoint import save_checkpoint
 
         path = self.folder / f"{name}.safetensors"
-        save_checkpoint(
-            path,
-            {**trainer.state_tensors(), **self.extra_tensors},
-            {**trainer.state_meta(), **self.extra_meta},
-        )
+        if name == "last":  # recorded before saving, so the checkpoint names itself
+            trainer.last_checkpoint = str(path)
+        tensors, meta = trainer.state()
+        save_checkpoint(path, {**tensors, **self.extra_tensors}, {**meta, **self.extra_meta})
         return path
 
+    def on_train_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        if self.steps and trainer.global_step % self.steps == 0 and step + 1 < trainer.steps_per_epoch:
+            self.save(trainer, "last")
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        best = trainer.extra_state.get("best_val_accuracy")
-        if "val_accuracy" in logs and (best is None or logs["val_accuracy"] > best):
-            trainer.extra_state["best_val_accuracy"] = logs["val_accuracy"]
-            trainer.extra_state["best_epoch"] = epoch
+        key, sign = monitored(trainer, None)
+        if key in logs and (self.best is None or sign * logs[key] > self.best):
+            self.best, self.best_epoch = sign * logs[key], epoch
             self.save(trainer, "best")
         final = epoch >= trainer.epochs or trainer.stop_training
         if final or (self.every and epoch % self.every == 0):
-            trainer.extra_state["last_checkpoint"] = str(self.folder / "last.safetensors")
             self.save(trainer, "last")

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from trainlab.config import ScheduleConfig, load_config
-from trainlab.train.callbacks import Callback
-from trainlab.train.checkpoint import load_checkpoint, save_checkpoint
-from trainlab.train.optim import create_schedule
-from trainlab.train.run import train
-from trainlab.train.trainer import TrainingDiverged
+from trainlab.run import train
+from trainlab.training.callbacks import Callback
+from trainlab.training.checkpoint import load_checkpoint, save_checkpoint
+from trainlab.training.optim import create_schedule
+from trainlab.training.trainer import TrainingDiverged
 
 SMALL = {
     "model.name": "mlp",
@@ -83,7 +83,7 @@ def test_schedules_follow_their_formulas(name):
 
 
 def test_soft_targets_and_label_smoothing_are_accepted():
-    from trainlab.train.losses import cross_entropy
+    from trainlab.tasks.classification import cross_entropy
 
     logits = torch.randn(4, 3)
     hard = torch.tensor([0, 2, 1, 1])
@@ -144,7 +144,8 @@ def test_checkpoint_round_trip_is_pickle_free(tmp_path):
 
 
 def test_auxiliary_heads_add_their_weighted_loss():
-    from trainlab.train.trainer import AUX_LOSS_WEIGHT, Trainer
+    from trainlab.tasks.base import AUX_LOSS_WEIGHT
+    from trainlab.training.trainer import Trainer
 
     torch.manual_seed(0)
     logits, aux = torch.randn(8, 10), torch.randn(8, 10)
@@ -160,7 +161,8 @@ def test_auxiliary_heads_add_their_weighted_loss():
     model = WithAux()
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), epochs=1)
     labels = torch.randint(0, 10, (8,))
-    loss, _ = trainer.train_step(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), labels)
+    sums = trainer.task.metric_sums(trainer.device)
+    loss = trainer.train_step(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), labels, sums)
     f = torch.nn.functional.cross_entropy
     assert loss.item() == pytest.approx(
         (f(logits, labels) + AUX_LOSS_WEIGHT * f(aux, labels)).item(), rel=1e-6

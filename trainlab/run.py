@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +25,20 @@ import torch
 
 from trainlab.config import Config
 from trainlab.data.augment import Augment
-from trainlab.data.datasets import ImageDataset, load_dataset, split_train_val
-from trainlab.data.loader import DeviceLoader
+from trainlab.data.datasets import load_dataset
 from trainlab.data.preprocess import PREPROCESSING_MODES, Standardizer
-from trainlab.data.stream import StreamLoader
+from trainlab.data.splits import make_loaders
+from trainlab.device import device_name, resolve_device, synchronize
 from trainlab.errors import ConfigError, TrainlabError
-from trainlab.models import create_model
+from trainlab.inference import evaluate_split
+from trainlab.io import atomic_write_text
+from trainlab.models import model_from_config
 from trainlab.nn.init import INITIALIZERS, init_model
-from trainlab.train.callbacks import Callback, Checkpointer, CSVLogger, EarlyStopping, ProgressBar
-from trainlab.train.checkpoint import atomic_write_text, load_checkpoint, prefixed, save_checkpoint
-from trainlab.train.metrics import confusion_matrix
-from trainlab.train.optim import create_optimizer, create_schedule
-from trainlab.train.trainer import Trainer, synchronize
-
-STREAM_FIT_SAMPLE = 4096  # images the preprocessing of a streamed dataset is fitted on
+from trainlab.tasks import task_from_config
+from trainlab.training.callbacks import Callback, Checkpointer, CSVLogger, EarlyStopping, ProgressBar
+from trainlab.training.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from trainlab.training.optim import create_optimizer, create_schedule
+from trainlab.training.trainer import Trainer
 
 
 @dataclass
@@ -51,79 +49,10 @@ class RunResult:
     run_dir: Path | None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r}, but CUDA is not available here (expected auto or cpu)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"train.device={name!r}: expected auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@dataclass
-class Loaders:
-    train: DeviceLoader | StreamLoader
-    val: DeviceLoader | StreamLoader
-    test: DeviceLoader | StreamLoader
-    fit_images: torch.Tensor  # uint8 training images on the device, to fit the preprocessing on
-
-
-def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loaders:
-    """Seeded train/validation split of the training set; the test set stays untouched until the end.
-    In-memory datasets move to the device once; streamed image folders are read by worker processes."""
-    train_idx, val_idx = split_train_val(len(data.train_images), cfg.data.val_size, cfg.train.seed)
-    if cfg.data.limit_train is not None:
-        if cfg.data.limit_train <= 0:
-            raise ConfigError(f"data.limit_train must be positive, got {cfg.data.limit_train}")
-        train_idx = train_idx[: cfg.data.limit_train]
-    batch, eval_batch, seed = cfg.data.batch_size, cfg.data.eval_batch_size, cfg.train.seed
-    if data.streamed:
-        stream = partial(StreamLoader, workers=cfg.data.workers, device=device)
-        shuffled = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
-        return Loaders(
-            stream(
-                data.train_images,
-                data.train_labels,
-                train_idx,
-                batch,
-                shuffle=True,
-                drop_last=True,
-                seed=seed,
-            ),
-            stream(data.train_images, data.train_labels, val_idx, eval_batch),
-            stream(data.test_images, data.test_labels, torch.arange(len(data.test_images)), eval_batch),
-            data.train_images[train_idx[shuffled[:STREAM_FIT_SAMPLE]]].to(device),
-        )
-    train_x = data.train_images[train_idx].to(device)
-    return Loaders(
-        DeviceLoader(
-            train_x, data.train_labels[train_idx].to(device), batch, shuffle=True, drop_last=True, seed=seed
-        ),
-        DeviceLoader(
-            data.train_images[val_idx].to(device), data.train_labels[val_idx].to(device), eval_batch
-        ),
-        DeviceLoader(data.test_images.to(device), data.test_labels.to(device), eval_batch),
-        train_x,
-    )
-
-
-def build_model(cfg: Config, data_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
-    return create_model(
-        cfg.model.name,
-        in_channels=data_shape[0],
-        num_classes=num_classes,
-        image_size=data_shape[1],
-        init=cfg.model.init,
-        init_options=cfg.model.init_options,
-        **cfg.model.options,
-    )
 
 
 def create_penalty_from(cfg: Config):
@@ -132,6 +61,15 @@ def create_penalty_from(cfg: Config):
     from trainlab.nn.regularize import create_penalty
 
     return create_penalty(cfg.penalty.name, cfg.penalty.strength, **cfg.penalty.options)
+
+
+def check_image_preprocessing(standardizer: Standardizer, cfg: Config) -> None:
+    if not standardizer.keeps_shape:
+        image_modes = [m for m in PREPROCESSING_MODES.list() if PREPROCESSING_MODES.meta(m)["keeps_shape"]]
+        raise ConfigError(
+            f"data.preprocess={cfg.data.preprocess!r} returns (N, k) feature vectors, not images; "
+            f"training needs an image-shaped mode ({', '.join(image_modes)})"
+        )
 
 
 def train(
@@ -143,7 +81,7 @@ def train(
     progress: bool = True,
 ) -> RunResult:
     """Train and evaluate one configuration. With `out`, everything is written to that run directory;
-    with `resume`, training continues from out/checkpoints/last.safetensors."""
+    with `resume`, training continues from out/checkpoints/last.safetensors (mid-epoch too)."""
     started = time.perf_counter()
     run_dir = Path(out) if out is not None else None
     device = resolve_device(cfg.train.device)
@@ -151,18 +89,14 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     clock = Stopwatch(device)
+    task = task_from_config(cfg)
 
     with clock("load"):
         data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
         loaders = make_loaders(data, cfg, device)
     standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options)
-    if not standardizer.keeps_shape:
-        image_modes = [m for m in PREPROCESSING_MODES.list() if PREPROCESSING_MODES.meta(m)["keeps_shape"]]
-        raise ConfigError(
-            f"data.preprocess={cfg.data.preprocess!r} returns (N, k) feature vectors, not images; "
-            f"training needs an image-shaped mode ({', '.join(image_modes)})"
-        )
-    model = build_model(cfg, data.image_shape, data.num_classes).to(device)
+    check_image_preprocessing(standardizer, cfg)
+    model = model_from_config(cfg, data.image_shape, data.num_classes).to(device)
     with clock("init"):  # the clock of the speed goals starts here, at the first touch of the weights
         standardizer.fit(loaders.fit_images)
         if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
@@ -184,7 +118,13 @@ def train(
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
         run_callbacks += [
             CSVLogger(run_dir / "metrics.csv"),
-            Checkpointer(run_dir / "checkpoints", fixed_tensors, meta, every=cfg.train.checkpoint_every),
+            Checkpointer(
+                run_dir / "checkpoints",
+                fixed_tensors,
+                meta,
+                every=cfg.train.checkpoint_every,
+                steps=cfg.train.checkpoint_steps,
+            ),  # fmt: skip
         ]
     if cfg.train.diagnose:
         from trainlab.diagnose import diagnostic_callbacks
@@ -195,11 +135,11 @@ def train(
         model,
         create_optimizer(model, cfg.optim),
         epochs=cfg.train.epochs,
+        task=task,
         schedule=create_schedule(cfg.schedule, cfg.train.epochs),
         transform=standardizer,
         augment=augment if augment else None,
         penalty=create_penalty_from(cfg),
-        label_smoothing=cfg.train.label_smoothing,
         grad_clip=cfg.train.grad_clip,
         ema_decay=cfg.train.ema,
         tta=cfg.train.tta,
@@ -217,27 +157,19 @@ def train(
     if cfg.train.compile:
         with clock("compile"):  # one-off: compiled before the epochs' clock runs, then undone exactly
             batch = cfg.data.batch_size  # a streamed folder's fit sample may hold fewer images: tile it
-            sample = loaders.fit_images[:batch]
-            trainer.warm_up(sample.repeat(-(-batch // len(sample)), 1, 1, 1)[:batch])
+            tiles = -(-batch // len(loaders.fit_images))
+            images = loaders.fit_images[:batch].repeat(tiles, 1, 1, 1)[:batch]
+            trainer.warm_up(images, loaders.fit_targets[:batch].repeat(tiles)[:batch])
     setup_seconds = time.perf_counter() - started
 
     with clock("fit"):
         history = trainer.fit(loaders.train, loaders.val)
     with clock("eval"):
-        logits, labels = (
-            trainer.predict_logits(loaders.test)
-            if len(loaders.test)
-            else (torch.zeros(0, data.num_classes), torch.zeros(0, dtype=torch.long))
-        )
-    predictions = logits.argmax(1)
+        final = evaluate_split(trainer.predictor(), loaders.test, data.classes)
+    monitor, best = f"val_{task.monitor}", max if task.higher_is_better else min
     summary = {
-        "test_accuracy": float((predictions == labels).float().mean()) if len(labels) else float("nan"),
-        "test_loss": float(torch.nn.functional.cross_entropy(logits, labels))
-        if len(labels)
-        else float("nan"),
-        "best_val_accuracy": max(
-            (h.get("val_accuracy", float("nan")) for h in history), default=float("nan")
-        ),
+        **{k: v for k, v in final.items() if not isinstance(v, list)},
+        f"best_{monitor}": best((h[monitor] for h in history if monitor in h), default=float("nan")),
         "epochs_run": trainer.epoch,
         **timing_summary(clock, history, setup_seconds, started),
         "device": device_name(device),
@@ -245,11 +177,12 @@ def train(
         "seed": cfg.train.seed,
         "dataset": cfg.data.dataset,
         "model": cfg.model.name,
+        "task": task.name,
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
     if run_dir is not None:
-        confusion = confusion_matrix(predictions, labels, data.num_classes).cpu()
-        write_outputs(run_dir, trainer, summary, meta, fixed_tensors, confusion)
+        reported = {k: v for k, v in final.items() if k == "confusion_matrix"}
+        write_outputs(run_dir, trainer, {**summary, **reported}, meta, fixed_tensors)
     return RunResult(summary, history, trainer.eval_model, run_dir)
 
 
@@ -295,17 +228,10 @@ def timing_summary(clock: Stopwatch, history: list[dict], setup_seconds: float, 
     }
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
-
-
-def write_outputs(run_dir, trainer, summary, meta, fixed_tensors, confusion) -> None:
+def write_outputs(run_dir: Path, trainer: Trainer, summary: dict, meta: dict, fixed_tensors: dict) -> None:
     from trainlab.report.html import write_report
 
     weights = prefixed("model", trainer.eval_model.state_dict())
     save_checkpoint(run_dir / "model.safetensors", {**weights, **fixed_tensors}, meta)
-    summary = {**summary, "confusion_matrix": confusion.tolist()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     write_report(run_dir, meta["config"], trainer.history, summary, meta["classes"])

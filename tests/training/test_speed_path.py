@@ -12,9 +12,10 @@ from trainlab.config import load_config
 from trainlab.data.augment import Augment
 from trainlab.data.loader import DeviceLoader
 from trainlab.models import create_model
-from trainlab.train.callbacks import Callback, Checkpointer, ProgressBar
-from trainlab.train.run import train
-from trainlab.train.trainer import Trainer
+from trainlab.run import train
+from trainlab.tasks import create_task
+from trainlab.training.callbacks import Callback, Checkpointer, ProgressBar
+from trainlab.training.trainer import Trainer
 
 SYNCING = ("item", "tolist", "nonzero", "__bool__", "__float__", "__int__", "__index__")
 
@@ -36,7 +37,11 @@ def syncs_in_one_epoch(monkeypatch, force_accelerator_path, steps: int) -> int:
     force_accelerator_path()
     augment = Augment("hflip,translate=2,random_erasing,mixup=0.2", seed=0, num_classes=10)
     trainer, loader = small_trainer(
-        steps, augment=augment, ema_decay=0.9, label_smoothing=0.1, callbacks=[ProgressBar(False)]
+        steps,
+        augment=augment,
+        ema_decay=0.9,
+        task=create_task("classification", label_smoothing=0.1),
+        callbacks=[ProgressBar(False)],
     )
     count = [0]
     with monkeypatch.context() as patch:
@@ -66,7 +71,7 @@ def test_warm_up_runs_the_model_and_leaves_the_run_exactly_as_without(monkeypatc
         forwards = []
         trainer.model.register_forward_hook(lambda m, i, o, f=forwards: f.append(1))
         if warm:
-            trainer.warm_up(loader.images[:16])
+            trainer.warm_up(loader.images[:16], loader.targets[:16])
             assert len(forwards) == 2 and trainer.model.groups[0][2].num_batches_tracked == 0
         torch.manual_seed(1)  # dropout-free model, but the global RNG must also be where it was
         trainer.fit(loader)
@@ -135,7 +140,7 @@ def test_fused_optimizer_of_the_cuda_path_takes_the_default_steps(name, monkeypa
     """On CUDA the optimisers use PyTorch's fused kernels; forced on here (CPU kernels exist), every
     option the recipes use must be accepted and give the same steps."""
     from trainlab.config import OptimConfig
-    from trainlab.train import optim
+    from trainlab.training import optim
 
     cfg = OptimConfig(name=name, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     assert not optim.fused(optim.param_groups(create_model("mlp"), 0.0))  # CPU parameters: not fused

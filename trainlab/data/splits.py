@@ -1,0 +1,74 @@
+"""The loaders of a run: a seeded train/validation split of the training set, and the test set,
+untouched until the final evaluation. In-memory datasets move to the device once; streamed image
+folders are read by worker processes. `trainlab eval` rebuilds the test loader with `test_loader`, so
+it sees the batches the run's final evaluation saw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from trainlab.config import Config
+from trainlab.data.datasets import ImageDataset, split_train_val
+from trainlab.data.loader import DeviceLoader
+from trainlab.data.stream import StreamLoader
+from trainlab.errors import ConfigError
+
+STREAM_FIT_SAMPLE = 4096  # images the preprocessing of a streamed dataset is fitted on
+
+
+@dataclass
+class Loaders:
+    train: DeviceLoader | StreamLoader
+    val: DeviceLoader | StreamLoader
+    test: DeviceLoader | StreamLoader
+    fit_images: torch.Tensor  # uint8 training images on the device, to fit the preprocessing on
+    fit_targets: torch.Tensor  # their targets (for the compile warm-up)
+
+
+def test_loader(data: ImageDataset, cfg: Config, device: torch.device) -> DeviceLoader | StreamLoader:
+    batch = cfg.data.eval_batch_size
+    if data.streamed:
+        indices = torch.arange(len(data.test_images))
+        return StreamLoader(data.test_images, data.test_labels, indices, batch, workers=cfg.data.workers,
+                            device=device)  # fmt: skip
+    return DeviceLoader(data.test_images.to(device), data.test_labels.to(device), batch)
+
+
+def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loaders:
+    train_idx, val_idx = split_train_val(len(data.train_images), cfg.data.val_size, cfg.train.seed)
+    if cfg.data.limit_train is not None:
+        if cfg.data.limit_train <= 0:
+            raise ConfigError(f"data.limit_train must be positive, got {cfg.data.limit_train}")
+        train_idx = train_idx[: cfg.data.limit_train]
+    batch, eval_batch, seed = cfg.data.batch_size, cfg.data.eval_batch_size, cfg.train.seed
+    if data.streamed:
+        stream = partial(StreamLoader, workers=cfg.data.workers, device=device)
+        shuffled = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))]
+        return Loaders(
+            stream(
+                data.train_images,
+                data.train_labels,
+                train_idx,
+                batch,
+                shuffle=True,
+                drop_last=True,
+                seed=seed,
+            ),  # fmt: skip
+            stream(data.train_images, data.train_labels, val_idx, eval_batch),
+            test_loader(data, cfg, device),
+            data.train_images[shuffled[:STREAM_FIT_SAMPLE]].to(device),
+            data.train_labels[shuffled[:STREAM_FIT_SAMPLE]].to(device),
+        )
+    train_x, train_y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
+    return Loaders(
+        DeviceLoader(train_x, train_y, batch, shuffle=True, drop_last=True, seed=seed),
+        DeviceLoader(
+            data.train_images[val_idx].to(device), data.train_labels[val_idx].to(device), eval_batch
+        ),
+        test_loader(data, cfg, device),
+        train_x,
+        train_y,
+    )
