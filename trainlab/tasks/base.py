@@ -12,19 +12,19 @@ new loop. Tasks register in TASKS: `create_task("classification", label_smoothin
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from trainlab.config import Config
+from trainlab.data.loader import Targets
 from trainlab.errors import ConfigError
 from trainlab.registry import Registry
 
 TASKS = Registry("task")
 AUX_LOSS_WEIGHT = 0.3  # Szegedy et al. 2014: loss = L(main) + 0.3 * sum of the auxiliary heads' L
-
-Targets = torch.Tensor | dict[str, torch.Tensor]
 
 
 def split_outputs(outputs: torch.Tensor | tuple) -> tuple[torch.Tensor, tuple]:
@@ -38,10 +38,6 @@ def concat(parts: list[Targets]) -> Targets:
     if parts and isinstance(parts[0], dict):
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     return torch.cat(parts)
-
-
-def batch_size(targets: Targets) -> int:
-    return len(next(iter(targets.values()))) if isinstance(targets, dict) else len(targets)
 
 
 class Task:
@@ -105,12 +101,20 @@ def create_task(name: str = "classification", **options: Any) -> Task:
 
 
 def task_from_config(cfg: Config) -> Task:
-    """The task of a run: task.name with task.loss, and train.label_smoothing for classification."""
+    """The task of a run: task.name with task.loss, and train.label_smoothing for the tasks that smooth
+    labels (a recipe's smoothing does not stop it from training a regression; a warning says so)."""
     options: dict[str, Any] = {}
     if cfg.task.loss is not None:
         options["loss"] = cfg.task.loss
     if cfg.train.label_smoothing:
-        options["label_smoothing"] = cfg.train.label_smoothing
+        if "label_smoothing" in inspect.signature(TASKS.get(cfg.task.name).__init__).parameters:
+            options["label_smoothing"] = cfg.train.label_smoothing
+        else:
+            warnings.warn(
+                f"train.label_smoothing={cfg.train.label_smoothing} is ignored: the {cfg.task.name} task "
+                "has no labels to smooth",
+                stacklevel=2,
+            )
     return create_task(cfg.task.name, **options)
 
 

@@ -1,4 +1,6 @@
-"""Callbacks: Keras-style hooks into the Trainer's loop, run in ascending `order`.
+"""The built-in callbacks: progress, metrics.csv, early stopping and checkpoints. The base class
+`Callback` (Keras-style hooks into the loop, run in ascending `order`) lives beside the loop in
+trainer.py and is re-exported here.
 
 Hooks receive the trainer (model, optimizer, config, run_dir, epoch, global_step, ...). Per-batch hooks
 get device tensors, never Python floats, so that a callback does not force a host sync each step;
@@ -12,38 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from trainlab.errors import ConfigError
 from trainlab.io import atomic_write_text
+from trainlab.training.checkpoint import save_checkpoint
+from trainlab.training.trainer import Callback, Trainer
 
 if TYPE_CHECKING:
     import torch
 
-    from trainlab.training.trainer import Trainer
-
-
-class Callback:
-    """Base class; override only the hooks you need. Lower `order` runs first."""
-
-    order: int = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """What this callback must carry across a resume: JSON-able values and tensors, nested in dicts
-        and lists. The trainer saves it in every checkpoint under the callback's own key."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-    def on_train_begin(self, trainer: Trainer) -> None: ...
-
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
-
-    def on_train_batch_begin(self, trainer: Trainer, step: int) -> None: ...
-
-    def on_train_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None: ...
-
-    def on_validation_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
-
-    def on_train_end(self, trainer: Trainer, logs: dict[str, Any]) -> None: ...
+__all__ = ["CSVLogger", "Callback", "Checkpointer", "EarlyStopping", "ProgressBar"]
 
 
 class ProgressBar(Callback):
@@ -206,8 +183,6 @@ class Checkpointer(Callback):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 
     def save(self, trainer: Trainer, name: str) -> Path:
-        from trainlab.training.checkpoint import save_checkpoint
-
         path = self.folder / f"{name}.safetensors"
         if name == "last":  # recorded before saving, so the checkpoint names itself
             trainer.last_checkpoint = str(path)

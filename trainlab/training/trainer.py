@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainlab.data.loader import num_targets
 from trainlab.data.preprocess import as_float01
 from trainlab.device import synchronize
 from trainlab.errors import TrainlabError
 from trainlab.inference import Predictor, model_input, uses_bf16, uses_channels_last
-from trainlab.tasks.base import Task, batch_size, create_task
-from trainlab.training.callbacks import Callback
+from trainlab.tasks.base import Task, create_task
 from trainlab.training.checkpoint import (
     optimizer_from_flat,
     optimizer_to_flat,
@@ -38,6 +38,33 @@ from trainlab.training.checkpoint import (
 )
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Callback:
+    """Base class; override only the hooks you need. Lower `order` runs first."""
+
+    order: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this callback must carry across a resume: JSON-able values and tensors, nested in dicts
+        and lists. The trainer saves it in every checkpoint under the callback's own key."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_train_batch_begin(self, trainer: Trainer, step: int) -> None: ...
+
+    def on_train_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None: ...
+
+    def on_validation_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer, logs: dict[str, Any]) -> None: ...
 
 
 class TrainingDiverged(TrainlabError):
@@ -147,7 +174,7 @@ class Trainer:
         return {
             "step": 0,
             "losses": torch.zeros(steps, device=self.device),  # (steps,)
-            "sizes": torch.zeros(steps, dtype=torch.long),  # on the host: known without a sync
+            "sizes": [],  # batch sizes, known on the host without a sync
             "sums": self.task.metric_sums(self.device),
         }
 
@@ -167,14 +194,14 @@ class Trainer:
             lr = self.set_lr()
             loss = self.train_step(images, targets, progress["sums"])
             progress["losses"][step] = loss
-            progress["sizes"][step] = batch_size(targets)
+            progress["sizes"].append(num_targets(targets))
             progress["step"] = step + 1
             self.global_step += 1
             for cb in self.callbacks:
                 cb.on_train_batch_end(self, step, loss)
         self.progress = None
         steps = progress["step"]
-        losses, sizes = progress["losses"][:steps], progress["sizes"][:steps]
+        losses, sizes = progress["losses"][:steps], progress["sizes"]
         finite = torch.isfinite(losses).tolist()
         if not all(finite):
             bad_step = self.global_step - steps + finite.index(False)
@@ -182,8 +209,9 @@ class Trainer:
                 f"loss became non-finite at step {bad_step} (epoch {self.epoch + 1}); "
                 f"last good checkpoint: {self.last_checkpoint or 'none written yet'}"
             )
-        count = max(int(sizes.sum()), 1)
-        logs = {"train_loss": float((losses * sizes.to(losses)).sum()) / count}
+        count = max(sum(sizes), 1)
+        weights = torch.tensor(sizes, dtype=losses.dtype, device=self.device)
+        logs = {"train_loss": float((losses * weights).sum()) / count}
         logs.update({f"train_{k}": float(v) / count for k, v in progress["sums"].items()})
         return {**logs, "lr": lr}
 
@@ -308,6 +336,5 @@ class Trainer:
         self.progress = None
         if meta["progress"] is not None:
             self.progress = unpack_state(meta["progress"], tensors, self.device)
-            self.progress["sizes"] = self.progress["sizes"].cpu()
         self.epoch, self.global_step = meta["epoch"], meta["global_step"]
         self.history, self.last_checkpoint = meta["history"], meta["last_checkpoint"]

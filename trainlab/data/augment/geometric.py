@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainlab.data.augment import base
+import trainlab.data.augment.base as base
 from trainlab.data.augment.base import Op, Scratch, number, pixels, register, span, uniform
 from trainlab.errors import ConfigError
 

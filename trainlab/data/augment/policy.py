@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from trainlab.data.augment import base
+import trainlab.data.augment.base as base
 from trainlab.data.augment.base import Op, on_chosen, pixels, random_sign, register
 from trainlab.data.augment.geometric import resample, rotation, shearing, translation
 from trainlab.data.augment.photometric import apply_color, brightness, contrast, saturation
