@@ -24,7 +24,7 @@ from trainlab.data.loader import num_targets
 from trainlab.data.preprocess import as_float01
 from trainlab.device import synchronize
 from trainlab.errors import TrainlabError
-from trainlab.inference import Predictor, model_input, uses_bf16, uses_channels_last
+from trainlab.inference import Predictor, Transform, model_input, uses_bf16, uses_channels_last
 from trainlab.tasks.base import Task, create_task
 from trainlab.training.checkpoint import (
     optimizer_from_flat,
@@ -36,8 +36,6 @@ from trainlab.training.checkpoint import (
     unpack_state,
     unprefixed,
 )
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Callback:
