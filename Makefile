@@ -7,14 +7,10 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install data lint format bench clean
 
-$(VENV)/.installed: pyproject.toml
-	@# Reuse a torch that the system Python already has (a CUDA build, say); else pin the CPU build.
-	@if python3 -c "import torch" 2>/dev/null; then \
-		python3 -m venv --system-site-packages $(VENV); \
-	else \
-		python3 -m venv $(VENV) && $(PY) -m pip install -q "$(TORCH)"; \
-	fi
-	$(PY) -m pip install -q -e '.[dev]'
+# Keeps a torch that .venv itself can import (a CUDA build of the system Python, say), else installs
+# $(TORCH); either way torch is pinned, so pip never picks one (the newest is a multi-GB CUDA build).
+$(VENV)/.installed: pyproject.toml scripts/make-venv.sh
+	sh scripts/make-venv.sh $(VENV) "$(TORCH)"
 	@touch $@
 
 install: $(VENV)/.installed
