@@ -11,9 +11,8 @@ import torch
 from trainlab.config import load_config, recipe_names
 from trainlab.data.augment import Augment
 from trainlab.data.preprocess import Standardizer
-from trainlab.models import create_model
+from trainlab.models import create_model, model_from_config
 from trainlab.nn.init import init_model
-from trainlab.models import model_from_config
 
 
 @pytest.mark.parametrize("name", recipe_names())
