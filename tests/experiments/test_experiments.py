@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from tests.tolerance import EPS
 from trainlab.errors import ConfigError
 from trainlab.experiments import EXPERIMENTS, run_experiment
 from trainlab.experiments.common import check, verdict
@@ -154,8 +155,13 @@ def test_dropout_mc_average_converges_to_the_rescaled_pass(quick):
 
 
 def test_approximation_relu_sum_exact_and_linear_net_fails_on_rings(quick):
+    from trainlab.experiments.approximation import NEURONS
+
     m = quick("approximation")["measured"]
-    assert m["six_relu_max_abs_difference"] < 1e-5
+    # the network and the formula each round w x + b (2 ops) and the signed sum of the six ReLUs (6 ops),
+    # relative to the magnitudes of the terms: at most sum |w| * 3 + |b| on the grid x in [-0.5, 3]
+    terms = sum(abs(w) * 3 + abs(b) for w, b in NEURONS)
+    assert m["six_relu_max_abs_difference"] <= 8 * EPS * terms
     assert m["rings_accuracy"]["linear activation"] < 0.75 < 0.9 < m["rings_accuracy"]["relu"]
     shallow = m["mse_one_hidden_layer"]
     assert shallow["128"] < shallow["1"]
