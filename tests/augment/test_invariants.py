@@ -2,7 +2,7 @@
 
 import torch
 
-from tests.tolerance import assert_float32_close
+from tests.tolerance import EPS, assert_float32_close
 from trainlab.data.augment import Augment
 from trainlab.data.augment.geometric import resample, rotation, translation
 from trainlab.data.augment.photometric import RGB_TO_YIQ, YIQ_TO_RGB
@@ -125,16 +125,25 @@ def test_soft_targets_compose_with_label_smoothing():
 
 
 def test_pca_lighting_with_dataset_eigenpairs_shifts_along_them():
+    """b = V (alpha * lambda): the same per-pixel shift everywhere in an image, and, with the same seed
+    (the same alpha), eigenvalues four times larger give coordinates in the eigenbasis four times larger."""
     from trainlab.data.preprocess import channel_pca
 
-    x = images(n=16)
-    values, vectors = channel_pca(x)
-    aug = Augment({"pca_lighting": {"std": 0.1, "eigenvalues": values, "eigenvectors": vectors}})
-    out, _ = aug(x * 0.5 + 0.25, torch.zeros(16))
-    shift = (out - (x * 0.5 + 0.25)).mean((2, 3))  # (16, 3): constant per sample
-    coords = shift @ vectors  # in the eigenbasis: alpha * lambda
-    # a mean of per-pixel differences of values <= 1, then two 3-term products with orthonormal vectors
-    assert_float32_close(shift, coords @ vectors.T, ops=8, scale=1.0)
+    x = images(n=16) * 0.5 + 0.25  # in [0.25, 0.75]: the shifts (|b| < 0.1 here) are never clipped
+    values, vectors = channel_pca(images(n=16))
+
+    def shift(eigenvalues):
+        aug = Augment(
+            {"pca_lighting": {"std": 0.1, "eigenvalues": eigenvalues, "eigenvectors": vectors}}, seed=3
+        )
+        return aug(x, torch.zeros(16))[0] - x  # (16, 3, H, W)
+
+    b = shift(values)
+    per_image = b[:, :, :1, :1]
+    assert_float32_close(b, per_image.expand_as(b), ops=4, scale=1.0)  # one colour shift per image
+    coords, coords4 = (s[:, :, 0, 0] @ vectors for s in (b, shift(4 * values)))  # alpha * lambda
+    assert coords.abs().max() > 100 * EPS  # a real shift, not rounding
+    assert_float32_close(coords4, 4 * coords, ops=8, scale=4.0)
 
 
 def test_color_jitter_on_grey_images_keeps_them_grey():
