@@ -60,9 +60,9 @@ class Predictor:
         """uint8 (or [0, 1] float) images (B, C, H, W) -> float32 outputs, in eval mode."""
         was_training = self.model.training
         self.model.eval()
-        device = images.device.type
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
-            outputs = self.task.infer(self.model, self.inputs(images), self.tta)
+        x = self.inputs(images)  # preprocessing in float32, outside autocast, exactly as in training
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            outputs = self.task.infer(self.model, x, self.tta)
         self.model.train(was_training)
         return outputs
 
