@@ -88,10 +88,15 @@ def test_list_recipes_and_models(capsys):
     assert "default" in [row["name"] for row in json.loads(capsys.readouterr().out)]
 
 
-def test_zca_whitening_trains_and_feature_modes_are_refused(tmp_path):
+def test_zca_whitening_trains_and_feature_modes_need_a_model_that_takes_vectors(tmp_path, capsys):
     args = ["train", "--model", "mlp", "--epochs", "2", "--limit-train", "2000", "--set", "data.val_size=200",
             "--device", "cpu", "--quiet", "--out", str(tmp_path / "zca"), "--batch-size", "64",
             "--optimizer", "adam", "--lr", "0.003", "--set", "data.preprocess=zca_whiten"]  # fmt: skip
     assert main(args) == 0
     assert json.loads((tmp_path / "zca" / "summary.json").read_text())["test_accuracy"] > 0.6
-    assert main(args[:-1] + ["data.preprocess=pca_whiten"]) == 2
+    capsys.readouterr()
+    # mlp trains on the pca modes' vectors (tests/test_preprocess_vectors.py); an image model is refused
+    cnn = ["cnn" if arg == "mlp" else arg for arg in args[:-1]]
+    assert main(cnn + ["data.preprocess=pca_whiten"]) == 2
+    error = capsys.readouterr().err
+    assert "model 'cnn' takes images (models that take vectors: mlp)" in error and error.count("\n") == 1

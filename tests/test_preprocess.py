@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.tolerance import assert_float32_close
 from trainlab.data.preprocess import MODES, PREPROCESSING_MODES, Standardizer, channel_pca, eigh_one_thread
 from trainlab.errors import ConfigError
 
@@ -41,20 +42,37 @@ def test_pca_whiten_on_real_images_is_white_in_the_top_components(train_images):
     std = Standardizer("pca_whiten", k=100).fit(train_images)
     y = std.transform(train_images)
     assert y.shape == (5000, 100)
-    torch.testing.assert_close(covariance(y), torch.eye(100, dtype=torch.float64), atol=1e-3, rtol=0)
+    # each component is divided by sqrt(lambda + eps), eps = 1e-5: its variance is lambda / (lambda + eps)
+    eigenvalues = eigh_one_thread(covariance(train_images.float().div(255)))[0].flip(0)[:100]
+    white = torch.diag(eigenvalues / (eigenvalues + 1e-5))
+    torch.testing.assert_close(covariance(y), white, atol=1e-3, rtol=0)
 
 
 def test_zca_on_real_images_is_white_where_eps_is_negligible(train_images):
-    """Cov(ZCA x) = U diag(lambda / (lambda + eps)) U^T: the identity on components with lambda >> eps."""
+    """Cov(ZCA x) = U diag(lambda / (lambda + eps)) U^T: white on components with lambda >> eps."""
     std = Standardizer("zca_whiten", eps=1e-5).fit(train_images)
     y = std.transform(train_images)
     assert y.shape == train_images.shape
     x = train_images.float().div(255).flatten(1).double()
-    eigenvalues, u = eigh_one_thread(covariance(x).float())
-    top = u[:, eigenvalues > 1e-2].double()  # lambda / (lambda + 1e-5) > 0.999
-    torch.testing.assert_close(
-        top.T @ covariance(y) @ top, torch.eye(top.shape[1], dtype=torch.float64), atol=1e-3, rtol=0
-    )
+    eigenvalues, u = eigh_one_thread(covariance(x))
+    eps = 1e-5 * eigenvalues.max()  # zca's eps is relative to the largest eigenvalue
+    top = eigenvalues > 1e-2  # lambda / (lambda + eps) > 0.98, as the expected value says
+    white = torch.diag(eigenvalues[top] / (eigenvalues[top] + eps))
+    torch.testing.assert_close(u[:, top].T @ covariance(y) @ u[:, top], white, atol=1e-3, rtol=0)
+
+
+def test_zca_eps_is_relative_so_the_output_does_not_depend_on_the_pixel_scale(train_images):
+    """x and 256 x (a power of two: every float op rounds alike, scaled) whiten to the same images. With an
+    absolute eps, 256 x would have 65536 times larger eigenvalues against the same eps, so less
+    regularisation: Fashion-MNIST's border pixels (lambda ~ 1e-6) would come out far larger."""
+    x = train_images[:2000].float() / 255  # float input is taken as it is, so 256 x is a brighter pixel scale
+    fitted = Standardizer("zca_whiten").fit(x)
+    y, y256 = fitted.transform(x[:64]), Standardizer("zca_whiten").fit(256 * x).transform(256 * x[:64])
+    # The whitening matrices agree to a float64 eigensolver's error, then one float32 rounding each (eps
+    # |W_ij|); the (64, 784) x (784, 784) product then rounds each sum of D terms differently: within
+    # 10 sqrt(D) u sum_i |x_i W_ij| each (Higham & Mary 2019, tests/tolerance.py)
+    terms = (x[:64] - fitted.stats["mean"]).flatten(1).abs() @ fitted.stats["whiten"].abs()  # (64, D)
+    assert_float32_close(y256.flatten(1), y.flatten(1), ops=1 + 10 * 784**0.5, scale=terms)
 
 
 def test_pca_keeps_k_components_or_the_retained_variance(train_images):
@@ -70,15 +88,21 @@ def test_pca_keeps_k_components_or_the_retained_variance(train_images):
 
 
 def test_centring_modes_statistics(train_images):
+    # The statistics are fitted in float64 and stored in float32 (one rounding each); y = (x - mean) / std
+    # takes one float32 rounding per op. The test's own statistics are float64 sums, so y's mean is 0
+    # to within those roundings of mean |y| + |mean / std|, and its (population) std 1 or std(x).
     x = train_images.float().div(255)
-    y = Standardizer("channel_mean_std").fit(train_images).transform(x)
-    assert y.mean().item() == pytest.approx(0, abs=1e-4) and y.std().item() == pytest.approx(1, abs=1e-3)
-    y = Standardizer("mean_image").fit(train_images).transform(train_images)
-    assert y.mean(0).abs().max().item() < 1e-5
-    y = Standardizer("channel_mean").fit(train_images).transform(train_images)
-    assert y.mean().item() == pytest.approx(0, abs=1e-5) and y.std().item() == pytest.approx(
-        x.std().item(), rel=1e-4
-    )
+    fitted = Standardizer("channel_mean_std").fit(train_images)
+    y, offset = fitted.transform(x).double(), (fitted.stats["mean"] / fitted.stats["std"]).abs().max()
+    assert_float32_close(y.mean(), 0, ops=2, scale=y.abs().mean() + offset)
+    assert_float32_close(y.std(correction=0), 1, ops=2, scale=1.0)
+    fitted = Standardizer("mean_image").fit(train_images)
+    y = fitted.transform(train_images).double()
+    assert_float32_close(y.mean(0), 0, ops=1, scale=y.abs().mean(0) + fitted.stats["mean"][0].abs())
+    fitted = Standardizer("channel_mean").fit(train_images)
+    y = fitted.transform(train_images).double()
+    assert_float32_close(y.mean(), 0, ops=1, scale=y.abs().mean() + fitted.stats["mean"].abs().max())
+    assert_float32_close(y.std(), x.double().std(), ops=1, scale=y.square().mean().sqrt())
     assert Standardizer("none").fit(train_images).transform(x).max().item() == 255
     assert Standardizer("scale01").fit(train_images).transform(train_images).max().item() == 1
 
@@ -113,6 +137,8 @@ def test_bad_modes_and_options_are_config_errors():
         Standardizer("pca", k=3, variance=0.9).fit(correlated_images(100))
     with pytest.raises(ConfigError, match="k=0"):
         Standardizer("pca", k=0).fit(correlated_images(100))
+    with pytest.raises(ConfigError, match="zero variance"):  # eps relative to lambda_1 = 0: no regulariser
+        Standardizer("zca_whiten").fit(torch.full((10, 1, 4, 4), 7, dtype=torch.uint8))
     assert set(MODES) == set(PREPROCESSING_MODES.list())
 
 
@@ -122,7 +148,9 @@ def test_channel_pca_eigenpairs_of_pixel_colour_covariance():
     pixels = x.transpose(0, 1).reshape(3, -1).double()
     cov = torch.cov(pixels, correction=0)
     assert (eigenvalues[:-1] >= eigenvalues[1:]).all()
-    torch.testing.assert_close(
-        (eigenvectors @ torch.diag(eigenvalues) @ eigenvectors.T).double(), cov, atol=1e-6, rtol=1e-4
-    )
-    torch.testing.assert_close(eigenvectors.T @ eigenvectors, torch.eye(3), atol=1e-5, rtol=0)
+    # float64 eigenpairs stored in float32 (one rounding each), multiplied back in float32 (3 terms and
+    # 2 products a term): 6 roundings of |V| diag(lambda) |V|^T; V^T V: 4 roundings of sums |v_i v_j| <= 1
+    reconstructed = eigenvectors @ torch.diag(eigenvalues) @ eigenvectors.T
+    terms = eigenvectors.abs() @ torch.diag(eigenvalues.abs()) @ eigenvectors.abs().T
+    assert_float32_close(reconstructed, cov, ops=6, scale=terms)
+    assert_float32_close(eigenvectors.T @ eigenvectors, torch.eye(3), ops=4, scale=1.0)

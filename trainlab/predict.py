@@ -5,7 +5,8 @@ weights stored in model.safetensors (the EMA copy when the run kept one, the res
 after early stopping), the preprocessing statistics stored beside them, the run's precision and memory
 format, and its test-time augmentation. `trainlab eval RUN` therefore reproduces summary.json's
 test metrics exactly on the device the run used. A new image goes through exactly the training
-conversion: the dataset's channel count and size (formats.load_image), then the preprocessing.
+conversion: the dataset's channel count and size (formats.load_image), then the preprocessing, which for
+the pca modes is the stored projection onto the k components the model was built for.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def load_trained(run_dir: Path | str, device: str = "auto") -> TrainedModel:
     cfg = Config.from_dict(meta["config"])
     target = resolve_device(device)
     shape = tuple(meta["image_shape"])
-    model = model_from_config(cfg, shape, len(meta["classes"]))
-    model.load_state_dict(unprefixed("model", tensors))
-    model.to(target).eval()
     standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options)
     standardizer.load_state_dict({k: v.to(target) for k, v in unprefixed("preprocess", tensors).items()})
+    model = model_from_config(cfg, standardizer.output_shape(shape), len(meta["classes"]))
+    model.load_state_dict(unprefixed("model", tensors))
+    model.to(target).eval()
     channels_last = uses_channels_last(cfg.train.channels_last, target)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -26,13 +26,14 @@ import torch
 from trainlab.config import Config
 from trainlab.data.augment import Augment
 from trainlab.data.datasets import load_dataset
-from trainlab.data.preprocess import PREPROCESSING_MODES, Standardizer
+from trainlab.data.preprocess import Standardizer
 from trainlab.data.splits import make_loaders
 from trainlab.device import device_name, resolve_device, synchronize
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.inference import evaluate_split
 from trainlab.io import atomic_write_text
 from trainlab.models import model_from_config
+from trainlab.models.factory import require_vector_input
 from trainlab.nn.init import INITIALIZERS, init_model
 from trainlab.tasks import task_from_config
 from trainlab.training.callbacks import Callback, Checkpointer, CSVLogger, EarlyStopping, ProgressBar
@@ -63,13 +64,15 @@ def create_penalty_from(cfg: Config):
     return create_penalty(cfg.penalty.name, cfg.penalty.strength, **cfg.penalty.options)
 
 
-def check_image_preprocessing(standardizer: Standardizer, cfg: Config) -> None:
-    if not standardizer.keeps_shape:
-        image_modes = [m for m in PREPROCESSING_MODES.list() if PREPROCESSING_MODES.meta(m)["keeps_shape"]]
-        raise ConfigError(
-            f"data.preprocess={cfg.data.preprocess!r} returns (N, k) feature vectors, not images; "
-            f"training needs an image-shaped mode ({', '.join(image_modes)})"
-        )
+def check_preprocessing_fits_model(standardizer: Standardizer, cfg: Config) -> None:
+    """Checked before the fit. The pca modes give (N, k) feature vectors: only a model that takes vectors
+    can train on them, and test-time augmentation, which mirrors the model's input, has no image to mirror."""
+    if standardizer.keeps_shape:
+        return
+    why = f"data.preprocess={cfg.data.preprocess!r} returns (N, k) feature vectors, not images"
+    require_vector_input(cfg.model.name, why)
+    if cfg.train.tta:
+        raise ConfigError(f"train.tta mirrors the model's input, but {why}; set train.tta=false")
 
 
 def train(
@@ -95,11 +98,13 @@ def train(
         data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
         loaders = make_loaders(data, cfg, device)
     standardizer = Standardizer(cfg.data.preprocess, **cfg.data.preprocess_options)
-    check_image_preprocessing(standardizer, cfg)
-    model = model_from_config(cfg, data.image_shape, data.num_classes).to(device)
-    with clock("init"):  # the clock of the speed goals starts here, at the first touch of the weights
+    check_preprocessing_fits_model(standardizer, cfg)
+    with clock("init"):  # the clock of the speed goals starts here, at the preprocessing fit
         standardizer.fit(loaders.fit_images)
-        if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
+    # built for the fitted transform's output: the images, or the k components of a pca mode
+    model = model_from_config(cfg, standardizer.output_shape(data.image_shape), data.num_classes).to(device)
+    if cfg.model.init and INITIALIZERS.meta(cfg.model.init).get("needs_data"):
+        with clock("init"):  # a data-dependent initialisation (LSUV) is on the same clock
             batch = standardizer(loaders.fit_images[: cfg.data.batch_size])
             init_model(model, cfg.model.init, batch=batch, **cfg.model.init_options)
     augment = Augment(cfg.data.augment, seed=cfg.train.seed, num_classes=data.num_classes, device=str(device))

@@ -11,10 +11,11 @@ D = C * H * W features, mu the training mean image and Sigma = U diag(lambda) U^
     channel_mean_std  (x - mu_c) / sigma_c           (ResNet; the default)    (N, C, H, W)
     pca               (x - mu) U_k                   top-k components         (N, k)
     pca_whiten        (x - mu) U_k / sqrt(lambda_k + eps)                     (N, k)
-    zca_whiten        (x - mu) U diag(1 / sqrt(lambda + eps)) U^T             (N, C, H, W)
+    zca_whiten        (x - mu) U diag(1 / sqrt(lambda + eps lambda_1)) U^T    (N, C, H, W)
 
-pca and pca_whiten reduce the dimension to k features, for an MLP; ZCA (Bell & Sejnowski 1997) rotates
-back, so its output is an image a CNN can take. The lectures' advice for images: centre only.
+pca and pca_whiten reduce the dimension to k features, for a model that takes vectors (an MLP; see
+`output_shape`); ZCA (Bell & Sejnowski 1997) rotates back, so its output is an image a CNN can take.
+The lectures' advice for images: centre only.
 The fitted statistics are tensors, so they go into the checkpoint and `predict` applies the same transform.
 """
 
@@ -86,14 +87,20 @@ def fit_pca_whiten(
 @PREPROCESSING_MODES.register(
     "zca_whiten", keeps_shape=True, summary="ZCA whitening: decorrelated pixels, as images"
 )
-def fit_zca_whiten(x: torch.Tensor, eps: float = 1e-2) -> Stats:
-    """eps regularises the near-zero eigenvalues (Fashion-MNIST's border pixels: lambda ~ 1e-6); the
-    lectures' 1e-5 would amplify them ~300x."""
+def fit_zca_whiten(x: torch.Tensor, eps: float = 5e-4) -> Stats:
+    """eps regularises the near-zero eigenvalues (Fashion-MNIST's border pixels: lambda ~ 1e-6) and is
+    relative to the largest eigenvalue lambda_1: no direction is amplified more than 1 / sqrt(eps) times
+    the top one, and the output does not depend on the pixel scale (x and 255 x whiten alike). The
+    default 5e-4 is the absolute 1e-2 on Fashion-MNIST in [0, 1] (lambda_1 = 19.8); an absolute 1e-5, as
+    in the lectures, would amplify the border pixels ~300x. pca_whiten's eps stays absolute: it only
+    guards the division, since the k components it keeps have large eigenvalues."""
     if eps < 0:
         raise ConfigError(f"zca_whiten eps={eps} is not valid (expected >= 0)")
     mean = mean_image(x)
     eigenvalues, u = feature_eigh(x, mean)
-    s = (eigenvalues + eps).sqrt()
+    if eigenvalues[0] == 0:
+        raise ConfigError("zca_whiten: the training images have zero variance (expected varying pixels)")
+    s = (eigenvalues + eps * eigenvalues[0]).sqrt()
     return {"mean": mean, "whiten": ((u / s) @ u.T).float(), "unwhiten": ((u * s) @ u.T).float()}
 
 
@@ -117,6 +124,11 @@ class Standardizer:
     def keeps_shape(self) -> bool:
         """True if transform returns (N, C, H, W) images; False for pca modes, which return (N, k)."""
         return PREPROCESSING_MODES.meta(self.mode)["keeps_shape"]
+
+    def output_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one transformed example, for images of `image_shape` (C, H, W): the same, or (k,)
+        for the pca modes once fitted, which is the input a model that takes vectors is built for."""
+        return tuple(image_shape) if self.keeps_shape else (self.stats["components"].shape[1],)
 
     def fit(self, x: torch.Tensor) -> Standardizer:
         self.stats = PREPROCESSING_MODES.get(self.mode)(x, **self.options)

@@ -22,6 +22,7 @@ from torch import nn
 from trainlab.models.factory import register_model
 from trainlab.models.vgg import is_small_input
 from trainlab.nn.layers import conv_norm_act, linear_norm_act
+from trainlab.nn.regularize import create_dropout
 
 
 class AlexNet(nn.Module):
@@ -33,6 +34,7 @@ class AlexNet(nn.Module):
         act: Any = "relu",
         norm: Any = "none",
         dropout: float = 0.5,
+        dropout_mode: str = "inverted",
     ):
         super().__init__()
         layer = {"act": act, "norm": norm}
@@ -57,9 +59,11 @@ class AlexNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(pooled)  # a no-op at 224x224, where the features are already 6x6
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(dropout),
-            linear_norm_act(256 * pooled * pooled, hidden, dropout=dropout, **layer),
-            linear_norm_act(hidden, hidden, dropout=0.0, **layer),
+            create_dropout(dropout, dropout_mode),
+            linear_norm_act(
+                256 * pooled * pooled, hidden, dropout=dropout, dropout_mode=dropout_mode, **layer
+            ),
+            linear_norm_act(hidden, hidden, dropout=0.0, dropout_mode=dropout_mode, **layer),
             nn.Linear(hidden, num_classes),
         )
 
@@ -69,6 +73,14 @@ class AlexNet(nn.Module):
 
 @register_model("alexnet")
 def alexnet(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="none", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="none",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> AlexNet:
-    return AlexNet(in_channels, num_classes, is_small_input(image_size, small_input), act, norm, dropout)
+    small = is_small_input(image_size, small_input)
+    return AlexNet(in_channels, num_classes, small, act, norm, dropout, dropout_mode)

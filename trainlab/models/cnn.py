@@ -13,6 +13,7 @@ from torch import nn
 
 from trainlab.models.factory import register_model
 from trainlab.nn.layers import conv_norm_act
+from trainlab.nn.regularize import create_dropout
 
 
 class SmallCNN(nn.Module):
@@ -24,6 +25,7 @@ class SmallCNN(nn.Module):
         act: str = "relu",
         norm: str = "batch",
         dropout: float = 0.0,
+        dropout_mode: str = "inverted",
     ):
         super().__init__()
         stages: list[nn.Module] = []
@@ -36,7 +38,10 @@ class SmallCNN(nn.Module):
             c_in = width
         self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            create_dropout(dropout, dropout_mode),
+            nn.Linear(c_in, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
@@ -52,5 +57,6 @@ def cnn(
     act: str = "relu",
     norm: str = "batch",
     dropout: float = 0.0,
+    dropout_mode: str = "inverted",
 ) -> SmallCNN:
-    return SmallCNN(in_channels, num_classes, widths, act, norm, dropout)
+    return SmallCNN(in_channels, num_classes, widths, act, norm, dropout, dropout_mode)

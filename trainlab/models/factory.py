@@ -2,6 +2,7 @@
 
 Every registered function takes `in_channels`, `num_classes` and `image_size` (the input's height, so a
 family can pick its small-input variant), plus its own options such as `act`, `norm` and `dropout`.
+A model registered with `takes_vectors=True` (mlp) also takes `in_features`, for (N, D) feature vectors.
 `create_model` validates the options against the function's signature and applies `init`.
 """
 
@@ -58,14 +59,34 @@ def list_models() -> list[str]:
     return MODELS.list()
 
 
-def model_from_config(cfg: Config, image_shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
-    """The model a run's config describes, for images of `image_shape` (C, H, W)."""
+def vector_models() -> list[str]:
+    """The models registered with takes_vectors=True: they take (N, D) feature vectors as well as images."""
+    return [name for name in MODELS.list() if MODELS.meta(name).get("takes_vectors")]
+
+
+def require_vector_input(name: str, why: str) -> None:
+    """ConfigError unless model `name` takes feature vectors; `why` says where the vectors come from."""
+    if not MODELS.meta(name).get("takes_vectors"):
+        raise ConfigError(
+            f"{why}, and model {name!r} takes images (models that take vectors: {', '.join(vector_models())})"
+        )
+
+
+def model_from_config(cfg: Config, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """The model a run's config describes, for inputs of `input_shape`: images (C, H, W), or feature
+    vectors (D,) (the pca modes' k components) for a model that takes vectors."""
+    if "in_features" in cfg.model.options:
+        raise ConfigError("model.in_features is set from the data (the pca modes' k), not in the config")
+    if len(input_shape) == 1:
+        require_vector_input(cfg.model.name, f"the input is a vector of {input_shape[0]} features")
+        size = {"in_features": input_shape[0]}
+    else:
+        size = {"in_channels": input_shape[0], "image_size": input_shape[1]}
     return create_model(
         cfg.model.name,
-        in_channels=image_shape[0],
         num_classes=num_outputs,
-        image_size=image_shape[1],
         init=cfg.model.init,
         init_options=cfg.model.init_options,
+        **size,
         **cfg.model.options,
     )

@@ -30,6 +30,7 @@ from torch import nn
 from trainlab.models.factory import register_model
 from trainlab.models.vgg import is_small_input
 from trainlab.nn.layers import conv_norm_act, linear_norm_act
+from trainlab.nn.regularize import create_dropout
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) filters of each module, Table 1 of the paper.
 INCEPTION_V1: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -89,13 +90,13 @@ class Inception(nn.Module):
 class AuxHead(nn.Module):
     """An auxiliary classifier on an intermediate feature map (training only)."""
 
-    def __init__(self, c_in: int, num_classes: int, act: Any, norm: Any):
+    def __init__(self, c_in: int, num_classes: int, act: Any, norm: Any, dropout_mode: str):
         super().__init__()
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(4),  # the paper's 5x5/3 average pool takes 14x14 to 4x4; this fits any size
             conv_norm_act(c_in, 128, 1, act=act, norm=norm),
             nn.Flatten(),
-            linear_norm_act(128 * 4 * 4, 1024, act=act, norm=norm, dropout=0.7),
+            linear_norm_act(128 * 4 * 4, 1024, act=act, norm=norm, dropout=0.7, dropout_mode=dropout_mode),
             nn.Linear(1024, num_classes),
         )
 
@@ -113,6 +114,7 @@ class GoogLeNet(nn.Module):
         act: Any = "relu",
         norm: Any = "batch",
         dropout: float = 0.4,
+        dropout_mode: str = "inverted",
     ):
         super().__init__()
         layer = {"act": act, "norm": norm}
@@ -137,10 +139,13 @@ class GoogLeNet(nn.Module):
             blocks[name] = Inception(c_in, *filters, **layer)
             c_in = blocks[name].out_channels
         self.blocks = nn.ModuleDict(blocks)
-        self.aux1 = AuxHead(512, num_classes, act, norm) if aux_logits else None  # on 4a's output
-        self.aux2 = AuxHead(528, num_classes, act, norm) if aux_logits else None  # on 4d's output
+        self.aux1 = AuxHead(512, num_classes, act, norm, dropout_mode) if aux_logits else None  # after 4a
+        self.aux2 = AuxHead(528, num_classes, act, norm, dropout_mode) if aux_logits else None  # after 4d
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            create_dropout(dropout, dropout_mode),
+            nn.Linear(c_in, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # (B, C, H, W) -> (B, classes)
@@ -164,6 +169,7 @@ def googlenet(
     act="relu",
     norm="batch",
     dropout=0.4,
+    dropout_mode="inverted",
 ) -> GoogLeNet:
     small = is_small_input(image_size, small_input)
-    return GoogLeNet(in_channels, num_classes, small, aux_logits, act, norm, dropout)
+    return GoogLeNet(in_channels, num_classes, small, aux_logits, act, norm, dropout, dropout_mode)

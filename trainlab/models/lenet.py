@@ -27,6 +27,7 @@ class LeNet5(nn.Module):
         act: Any = "tanh",
         norm: Any = "none",
         dropout: float = 0.0,
+        dropout_mode: str = "inverted",
     ):
         super().__init__()
         pad = max(0, (32 - image_size) // 2)  # grow small digits to the 32x32 the layer sizes assume
@@ -40,8 +41,10 @@ class LeNet5(nn.Module):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            linear_norm_act(16 * size * size, 120, act=act, norm=norm, dropout=dropout),  # C5
-            linear_norm_act(120, 84, act=act, norm=norm, dropout=dropout),  # F6
+            linear_norm_act(
+                16 * size * size, 120, act=act, norm=norm, dropout=dropout, dropout_mode=dropout_mode
+            ),  # C5
+            linear_norm_act(120, 84, act=act, norm=norm, dropout=dropout, dropout_mode=dropout_mode),  # F6
             nn.Linear(84, num_classes),
         )
 
@@ -50,5 +53,13 @@ class LeNet5(nn.Module):
 
 
 @register_model("lenet5")
-def lenet5(in_channels=1, num_classes=10, image_size=28, act="tanh", norm="none", dropout=0.0) -> LeNet5:
-    return LeNet5(in_channels, num_classes, image_size, act, norm, dropout)
+def lenet5(
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    act="tanh",
+    norm="none",
+    dropout=0.0,
+    dropout_mode="inverted",
+) -> LeNet5:
+    return LeNet5(in_channels, num_classes, image_size, act, norm, dropout, dropout_mode)

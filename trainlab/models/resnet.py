@@ -28,6 +28,7 @@ from trainlab.models.vgg import is_small_input
 from trainlab.nn.activations import create_activation
 from trainlab.nn.layers import ResidualBlock, has_bias
 from trainlab.nn.norm import create_norm
+from trainlab.nn.regularize import create_dropout
 
 
 def conv_norm(
@@ -105,6 +106,7 @@ class ResNet(nn.Module):
         act: Any = "relu",
         norm: Any = "batch",
         dropout: float = 0.0,
+        dropout_mode: str = "inverted",
     ):
         super().__init__()
         if small_input:
@@ -124,58 +126,143 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            create_dropout(dropout, dropout_mode),
+            nn.Linear(c_in, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
         return self.head(self.stages(self.stem(x)))
 
 
-def _resnet(block, depths, in_channels, num_classes, image_size, small_input, act, norm, dropout) -> ResNet:
+def _resnet(
+    block, depths, in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode
+) -> ResNet:
     small = is_small_input(image_size, small_input)
-    return ResNet(block, depths, in_channels, num_classes, small, act, norm, dropout)
+    return ResNet(block, depths, in_channels, num_classes, small, act, norm, dropout, dropout_mode)
 
 
 @register_model("resnet18")
 def resnet18(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.0
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.0,
+    dropout_mode="inverted",
 ) -> ResNet:
     return _resnet(
-        BasicBlock, (2, 2, 2, 2), in_channels, num_classes, image_size, small_input, act, norm, dropout
+        BasicBlock,
+        (2, 2, 2, 2),
+        in_channels,
+        num_classes,
+        image_size,
+        small_input,
+        act,
+        norm,
+        dropout,
+        dropout_mode,
     )
 
 
 @register_model("resnet34")
 def resnet34(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.0
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.0,
+    dropout_mode="inverted",
 ) -> ResNet:
     return _resnet(
-        BasicBlock, (3, 4, 6, 3), in_channels, num_classes, image_size, small_input, act, norm, dropout
+        BasicBlock,
+        (3, 4, 6, 3),
+        in_channels,
+        num_classes,
+        image_size,
+        small_input,
+        act,
+        norm,
+        dropout,
+        dropout_mode,
     )
 
 
 @register_model("resnet50")
 def resnet50(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.0
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.0,
+    dropout_mode="inverted",
 ) -> ResNet:
     return _resnet(
-        Bottleneck, (3, 4, 6, 3), in_channels, num_classes, image_size, small_input, act, norm, dropout
+        Bottleneck,
+        (3, 4, 6, 3),
+        in_channels,
+        num_classes,
+        image_size,
+        small_input,
+        act,
+        norm,
+        dropout,
+        dropout_mode,
     )
 
 
 @register_model("resnet101")
 def resnet101(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.0
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.0,
+    dropout_mode="inverted",
 ) -> ResNet:
     return _resnet(
-        Bottleneck, (3, 4, 23, 3), in_channels, num_classes, image_size, small_input, act, norm, dropout
+        Bottleneck,
+        (3, 4, 23, 3),
+        in_channels,
+        num_classes,
+        image_size,
+        small_input,
+        act,
+        norm,
+        dropout,
+        dropout_mode,
     )
 
 
 @register_model("resnet152")
 def resnet152(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.0
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.0,
+    dropout_mode="inverted",
 ) -> ResNet:
     return _resnet(
-        Bottleneck, (3, 8, 36, 3), in_channels, num_classes, image_size, small_input, act, norm, dropout
+        Bottleneck,
+        (3, 8, 36, 3),
+        in_channels,
+        num_classes,
+        image_size,
+        small_input,
+        act,
+        norm,
+        dropout,
+        dropout_mode,
     )

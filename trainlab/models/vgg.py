@@ -52,6 +52,7 @@ class VGG(nn.Module):
         act: Any = "relu",
         norm: Any = "none",
         dropout: float = 0.5,
+        dropout_mode: str = "inverted",
     ):
         super().__init__()
         features: list[nn.Module] = []
@@ -65,10 +66,11 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*features)
         pooled, hidden = (1, 512) if small_input else (7, 4096)
         self.pool = nn.AdaptiveAvgPool2d(pooled)  # a no-op at 224x224, where the features are already 7x7
+        fc = {"act": act, "norm": norm, "dropout": dropout, "dropout_mode": dropout_mode}
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            linear_norm_act(c_in * pooled * pooled, hidden, act=act, norm=norm, dropout=dropout),
-            linear_norm_act(hidden, hidden, act=act, norm=norm, dropout=dropout),
+            linear_norm_act(c_in * pooled * pooled, hidden, **fc),
+            linear_norm_act(hidden, hidden, **fc),
             nn.Linear(hidden, num_classes),
         )
 
@@ -76,62 +78,120 @@ class VGG(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
-def _vgg(name: str, in_channels, num_classes, image_size, small_input, act, norm, dropout) -> VGG:
+def _vgg(
+    name: str, in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode
+) -> VGG:
     small = is_small_input(image_size, small_input)
-    return VGG(VGG_LAYERS[name], in_channels, num_classes, small, act, norm, dropout)
+    return VGG(VGG_LAYERS[name], in_channels, num_classes, small, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg11")
 def vgg11(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="none", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="none",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg11", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg11", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg13")
 def vgg13(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="none", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="none",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg13", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg13", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg16")
 def vgg16(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="none", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="none",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg16", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg16", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg19")
 def vgg19(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="none", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="none",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg19", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg19", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg11_bn")
 def vgg11_bn(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg11", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg11", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg13_bn")
 def vgg13_bn(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg13", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg13", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg16_bn")
 def vgg16_bn(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg16", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg16", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)
 
 
 @register_model("vgg19_bn")
 def vgg19_bn(
-    in_channels=1, num_classes=10, image_size=28, small_input=None, act="relu", norm="batch", dropout=0.5
+    in_channels=1,
+    num_classes=10,
+    image_size=28,
+    small_input=None,
+    act="relu",
+    norm="batch",
+    dropout=0.5,
+    dropout_mode="inverted",
 ) -> VGG:
-    return _vgg("vgg19", in_channels, num_classes, image_size, small_input, act, norm, dropout)
+    return _vgg("vgg19", in_channels, num_classes, image_size, small_input, act, norm, dropout, dropout_mode)

@@ -14,6 +14,7 @@ from torch import nn
 from trainlab.errors import ConfigError
 from trainlab.nn.activations import ACTIVATIONS, create_activation
 from trainlab.nn.norm import create_norm
+from trainlab.nn.regularize import create_dropout
 
 
 class ResidualBlock(nn.Module):
@@ -62,7 +63,11 @@ def conv_norm_act(
     return nn.Sequential(*layer_norm_act(conv, create_norm(norm, c_out), act))
 
 
-def linear_norm_act(f_in: int, f_out: int, *, act: Any, norm: Any, dropout: float) -> nn.Sequential:
-    """A hidden fully connected layer: linear -> norm -> activation -> dropout."""
+def linear_norm_act(
+    f_in: int, f_out: int, *, act: Any, norm: Any, dropout: float, dropout_mode: str
+) -> nn.Sequential:
+    """A hidden fully connected layer: linear -> norm -> activation -> dropout (`dropout_mode` "inverted"
+    or "test_scale", see trainlab.nn.regularize)."""
     linear = nn.Linear(f_in, f_out, bias=has_bias(norm))
-    return nn.Sequential(*layer_norm_act(linear, create_norm(norm, f_out, dim=1), act), nn.Dropout(dropout))
+    layers = layer_norm_act(linear, create_norm(norm, f_out, dim=1), act)
+    return nn.Sequential(*layers, create_dropout(dropout, dropout_mode))

@@ -6,7 +6,8 @@ test time, so one side is rescaled:
     inverted (default):   train  h * m / (1 - p),   test  h             (nothing to do at test time)
     test-time scaling:    train  h * m,             test  h * (1 - p)   (the lectures' first version)
 
-with m ~ Bernoulli(1 - p). Channel dropout (Tompson et al. 2015) drops whole feature maps, since
+with m ~ Bernoulli(1 - p). Models choose between them with their `dropout_mode` option, "inverted" or
+"test_scale" (`create_dropout`). Channel dropout (Tompson et al. 2015) drops whole feature maps, since
 neighbouring pixels of one map are too correlated for pixel-wise dropout to regularise a conv.
 
 Penalties, as the lectures write them, with loss = data loss + strength * R(W):
@@ -63,6 +64,18 @@ class Dropout(nn.Module):
 def channel_dropout(p: float = 0.5, scale_at: str = "train") -> Dropout:
     """Dropout of whole feature maps, for convolutional layers."""
     return Dropout(p, scale_at, per_channel=True)
+
+
+DROPOUT_MODES = {"inverted": "train", "test_scale": "test"}  # a model's dropout_mode -> Dropout's scale_at
+
+
+def create_dropout(p: float, mode: str = "inverted") -> Dropout:
+    """The Dropout a model builds for its `dropout_mode` option: "inverted" scales by 1 / (1 - p) in
+    training, "test_scale" multiplies by 1 - p at test time."""
+    if mode not in DROPOUT_MODES:
+        allowed = ", ".join(map(repr, DROPOUT_MODES))
+        raise ConfigError(f"model.dropout_mode={mode!r} is not valid (expected one of {allowed})")
+    return Dropout(p, DROPOUT_MODES[mode])
 
 
 PENALTIES = Registry("penalty")
