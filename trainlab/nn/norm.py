@@ -7,19 +7,20 @@ BatchNorm (Ioffe & Szegedy 2015), as the lectures give it, over every dim except
 
 Training uses the batch statistics, evaluation the running ones. A frozen BatchNorm uses the running
 statistics even in training mode, so `.train()` on a fine-tuned model does not silently unfreeze it.
-At test time BN is a per-channel affine map, so `fold_batchnorm` fuses it into the preceding conv or
-linear layer. Layer norm (Ba et al. 2016), instance norm (Ulyanov et al. 2016) and group norm (Wu & He
-2018) use PyTorch's modules.
+At test time BN is a per-channel affine map, so `fold_batchnorm` fuses it into the conv or linear layer
+that feeds it, found by tracing the model's data flow with torch.fx. Layer norm (Ba et al. 2016),
+instance norm (Ulyanov et al. 2016) and group norm (Wu & He 2018) use PyTorch's modules.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from trainlab.errors import ConfigError
 from trainlab.registry import Registry
@@ -123,42 +124,113 @@ def is_batchnorm(m: nn.Module) -> bool:
 
 
 FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# max(s * x + b) = s * max(x) + b for s >= 0, so a BN with no negative scale folds through a max pool
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of `model` with every BatchNorm that directly follows a conv or linear layer inside
-    an nn.Sequential folded into that layer, and replaced by nn.Identity.
+    """An eval-mode copy of `model` in which every BatchNorm fed only by a conv or linear layer (directly,
+    or through a max pool when none of its scales is negative) is folded into that layer and replaced by
+    nn.Identity. The copy is `model`'s own class, not a GraphModule.
 
     With s = gamma / sqrt(running_var + eps):  W' = s * W (per output channel),  b' = s * (b - mu) + beta.
-    BatchNorms elsewhere (not preceded by a conv/linear in the same Sequential) stay as they are.
+    The pairs come from the data flow (`foldable_pairs`), so attribute-based blocks (self.conv1,
+    self.bn1) fold as well as nn.Sequential ones. Modules that the eval-mode forward does not call
+    (GoogLeNet's training-only auxiliary heads) are left as they are.
     """
     folded = copy.deepcopy(model).eval()
-    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for prev_name, name in zip(names, names[1:]):
-            layer, bn = seq._modules[prev_name], seq._modules[name]
-            if (
-                type(layer) in FOLDABLE
-                and is_batchnorm(bn)
-                and layer.weight.shape[0] == bn.running_mean.numel()
-            ):
-                fold_into(layer, bn)
-                seq._modules[name] = nn.Identity()
+    for layer_name, bn_name in foldable_pairs(folded):
+        fold_into(folded.get_submodule(layer_name), folded.get_submodule(bn_name))
+        folded.set_submodule(bn_name, nn.Identity())
     return folded
+
+
+class _FoldTracer(fx.Tracer):
+    """Keeps trainlab's BatchNorm a single call in the graph, like torch's own layers."""
+
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        return is_batchnorm(m) or super().is_leaf_module(m, qualified_name)
+
+
+def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(layer, batchnorm) qualified names such that the BN's only input is the layer's output and that
+    output goes nowhere else (not into a residual shortcut, say), found by tracing `forward` with torch.fx.
+
+    A forward that fx cannot trace (Python control flow on tensor values, for one) falls back to its
+    children, each traced on its own: pairs inside a child are still found, a pair split across two
+    children is not. A Linear is assumed to see (N, features): the only shape at which BN's channel
+    dim 1 is the linear layer's output dim.
+    """
+    return traced_pairs(model, "", shared_modules(model))
+
+
+def traced_pairs(module: nn.Module, prefix: str, shared: set[int]) -> list[tuple[str, str]]:
+    """`foldable_pairs` of `module`, named from the root model by `prefix`; `shared`: `shared_modules`."""
+    try:
+        graph = _FoldTracer().trace(module)
+    except Exception:  # tracing runs arbitrary forward code, which can fail in any way
+        return [
+            pair
+            for name, child in module.named_children()
+            for pair in traced_pairs(child, f"{prefix}{name}.", shared)
+        ]
+    modules = dict(module.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+
+    def sole_call(node: Any, types: tuple[type, ...]) -> nn.Module | None:
+        """The module `node` calls if its type is one of `types` (exactly: a subclass may compute
+        something else), it is called nowhere else, on one input, and is not shared."""
+        if not isinstance(node, fx.Node) or node.op != "call_module" or calls[node.target] != 1:
+            return None
+        m = modules[node.target]
+        ok = type(m) in types and len(node.args) == 1 and not node.kwargs and id(m) not in shared
+        return m if ok else None
+
+    pairs = []
+    for node in graph.nodes:
+        bn = sole_call(node, (BatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
+        if bn is None or bn.running_mean is None:  # without running statistics BN is not affine
+            continue
+        source = node.args[0]
+        if sole_call(source, MAX_POOLS) and len(source.users) == 1:
+            if (batchnorm_affine(bn)[0] < 0).any():
+                continue
+            source = source.args[0]
+        layer = sole_call(source, FOLDABLE)
+        if layer is not None and len(source.users) == 1 and layer.weight.shape[0] == bn.running_mean.numel():
+            pairs.append((prefix + source.target, prefix + node.target))
+    return pairs
+
+
+def shared_modules(model: nn.Module) -> set[int]:
+    """ids of modules registered under more than one name, or holding a parameter that another module
+    also holds (tied weights): folding one use in place would change the others."""
+    module_names = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+    param_names = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    return {
+        id(m)
+        for m in model.modules()
+        if module_names[id(m)] > 1 or any(param_names[id(p)] > 1 for p in m.parameters(recurse=False))
+    }
+
+
+def batchnorm_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN at test time as y = scale * x + shift per channel, in float64."""
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    return scale, beta - scale * mean
 
 
 def fold_into(layer: nn.Module, bn: nn.Module) -> None:
     """Fold `bn`'s eval-mode affine map into `layer`'s weight and bias, in float64 then back."""
+    scale, shift = batchnorm_affine(bn)  # (C_out,)
     w = layer.weight.double()
-    gamma = (
-        bn.weight.double() if bn.weight is not None else torch.ones_like(bn.running_mean, dtype=torch.float64)
-    )
-    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(gamma)
-    scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)  # (C_out,)
     bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(scale)
     layer.weight.copy_(w * scale.view(-1, *([1] * (w.dim() - 1))))
-    new_bias = (bias - bn.running_mean.double()) * scale + beta
+    new_bias = scale * bias + shift
     if layer.bias is None:
         layer.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
     else:
