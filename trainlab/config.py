@@ -65,6 +65,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    fixup_scalar_lr_scale: float = 0.1  # Fixup's scalars train at lr x this (the paper's code)
 
 
 @dataclass

@@ -147,7 +147,7 @@ def test_fused_optimizer_of_the_cuda_path_takes_the_default_steps(name, monkeypa
     from trainlab.training import optim
 
     cfg = OptimConfig(name=name, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    assert not optim.fused(optim.param_groups(create_model("mlp"), 0.0))  # CPU parameters: not fused
+    assert not optim.fused(optim.param_groups(create_model("mlp"), 0.0, 0.1))  # CPU parameters: not fused
     torch.manual_seed(0)
     model = create_model("speednet", widths=[4, 4, 4])
     models, optimizers = (model, copy.deepcopy(model)), []

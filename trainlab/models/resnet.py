@@ -9,7 +9,10 @@ Stages of 64, 128, 256 and 512 filters; each later stage halves the resolution w
 doubles the filters, and its first block's shortcut is a projection (1x1 conv, stride 2, norm) to the
 new shape ("option B"). The stride sits on the bottleneck's 3x3 conv, as in torchvision's "v1.5".
 Convs have no bias (a norm follows each), so the published counts hold: 11,689,512 parameters for
-resnet18 and 25,557,032 for resnet50 with 1000 classes. With `norm="none"` every conv gets a bias.
+resnet18 and 25,557,032 for resnet50 with 1000 classes. With `norm="none"` every conv gets a bias, and
+Fixup's scalars (Zhang et al. 2019, see trainlab.nn.layers) take the norm's place in each residual branch,
+with one more scalar bias before the classifier: the blocks always have them without a norm, whatever
+the init, since at init 0 and 1 they change nothing; `init="fixup"` sets the weights around them.
 
 Stem: conv 7x7/2 64 and max pool 3/2 (224 -> 56), or, for small inputs (28x28, 32x32), a lighter stem
 of one conv 3x3/1 64 and no pooling, so the four stages run at 28, 14, 7 and 4 pixels.
@@ -26,7 +29,7 @@ from torch import nn
 from trainlab.models.factory import register_model
 from trainlab.models.vgg import is_small_input
 from trainlab.nn.activations import create_activation
-from trainlab.nn.layers import ResidualBlock, has_bias
+from trainlab.nn.layers import ResidualBlock, ScalarBias, ScalarMultiplier, fixup_bias, has_bias
 from trainlab.nn.norm import create_norm
 from trainlab.nn.regularize import create_dropout
 
@@ -46,21 +49,34 @@ def shortcut(c_in: int, c_out: int, stride: int, norm: Any) -> nn.Module:
     return nn.Sequential(*conv_norm(c_in, c_out, 1, stride, norm=norm))
 
 
+def branch_conv(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, *, norm: Any, last: bool = False
+) -> tuple[nn.Module, nn.Conv2d, nn.Module]:
+    """A conv of a residual branch as (before, conv, after). With a norm: (identity, conv, norm). Without,
+    Fixup's scalars: x + b before the conv and x + b after it, or s * x + b after the branch's last conv."""
+    conv, after = conv_norm(c_in, c_out, kernel, stride, norm=norm)
+    if has_bias(norm):
+        after = nn.Sequential(ScalarMultiplier(), ScalarBias()) if last else ScalarBias()
+    return fixup_bias(norm), conv, after
+
+
 class BasicBlock(ResidualBlock):
-    """F(x) = norm(conv3x3(act(norm(conv3x3(x))))); out = act(shortcut(x) + F(x))."""
+    """F(x) = norm(conv3x3(act(norm(conv3x3(x))))); out = act(shortcut(x) + F(x)).
+    Without a norm: F(x) = s * conv3x3(act(conv3x3(x + b1) + b2) + b3) + b4 (Fixup)."""
 
     expansion = 1
 
     def __init__(self, c_in: int, width: int, stride: int = 1, act: Any = "relu", norm: Any = "batch"):
         super().__init__()
-        self.conv1, self.norm1 = conv_norm(c_in, width, 3, stride, norm=norm)
+        self.bias1, self.conv1, self.norm1 = branch_conv(c_in, width, 3, stride, norm=norm)
         self.act1 = create_activation(act)
-        self.conv2, self.norm2 = conv_norm(width, width, 3, norm=norm)
+        self.bias2, self.conv2, self.norm2 = branch_conv(width, width, 3, norm=norm, last=True)
         self.shortcut = shortcut(c_in, width, stride, norm)
         self.act = create_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, width, H / stride, W / stride)
-        residual = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))  # F(x) = H(x) - x
+        out = self.act1(self.norm1(self.conv1(self.bias1(x))))
+        residual = self.norm2(self.conv2(self.bias2(out)))  # F(x) = H(x) - x
         return self.act(self.shortcut(x) + residual)
 
     def branch_layers(self) -> list[nn.Module]:
@@ -68,27 +84,29 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """F(x) = 1x1 expand(3x3(1x1 reduce(x))), each conv followed by norm (and act inside the branch)."""
+    """F(x) = 1x1 expand(3x3(1x1 reduce(x))), each conv followed by norm (and act inside the branch).
+    Without a norm, Fixup's scalars as in BasicBlock: a bias before each conv and activation, then
+    s * x + b after the last conv."""
 
     expansion = 4
 
     def __init__(self, c_in: int, width: int, stride: int = 1, act: Any = "relu", norm: Any = "batch"):
         super().__init__()
         c_out = width * self.expansion
-        self.conv1, self.norm1 = conv_norm(c_in, width, 1, norm=norm)
+        self.bias1, self.conv1, self.norm1 = branch_conv(c_in, width, 1, norm=norm)
         self.act1 = create_activation(act)
-        self.conv2, self.norm2 = conv_norm(width, width, 3, stride, norm=norm)
+        self.bias2, self.conv2, self.norm2 = branch_conv(width, width, 3, stride, norm=norm)
         self.act2 = create_activation(act)
-        self.conv3, self.norm3 = conv_norm(width, c_out, 1, norm=norm)
+        self.bias3, self.conv3, self.norm3 = branch_conv(width, c_out, 1, norm=norm, last=True)
         self.shortcut = shortcut(c_in, c_out, stride, norm)
         self.act = create_activation(act)
 
     def forward(
         self, x: torch.Tensor
     ) -> torch.Tensor:  # (B, C, H, W) -> (B, 4 width, H / stride, W / stride)
-        out = self.act1(self.norm1(self.conv1(x)))
-        out = self.act2(self.norm2(self.conv2(out)))
-        residual = self.norm3(self.conv3(out))  # F(x) = H(x) - x
+        out = self.act1(self.norm1(self.conv1(self.bias1(x))))
+        out = self.act2(self.norm2(self.conv2(self.bias2(out))))
+        residual = self.norm3(self.conv3(self.bias3(out)))  # F(x) = H(x) - x
         return self.act(self.shortcut(x) + residual)
 
     def branch_layers(self) -> list[nn.Module]:
@@ -129,6 +147,7 @@ class ResNet(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
             create_dropout(dropout, dropout_mode),
+            *([ScalarBias()] if has_bias(norm) else []),  # Fixup's scalar bias before the classifier
             nn.Linear(c_in, num_classes),
         )
 

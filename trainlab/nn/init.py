@@ -14,7 +14,8 @@ conv from 64 channels has fan_in = 3 * 3 * 64.
                           |Var(out) - 1| < tol                                   (Mishkin & Matas 2015)
     data_dependent        per output channel: zero mean, unit variance on a real batch
                           (Kraehenbuehl et al. 2015, within-layer initialisation)
-    fixup                 residual nets without normalisation                   (Zhang et al. 2019)
+    fixup                 residual nets without norm: branch layers x L^(-1/(2m-2)), last branch layer
+                          and classifier 0, scalar multipliers 1, scalar biases 0 (Zhang et al. 2019)
 
 `bias=0.01` gives every layer the small positive bias the lectures suggest against dead ReLUs; `seed=`
 makes a scheme draw from its own generator, so the same seed gives identical weights. Schemes marked
@@ -33,7 +34,7 @@ from torch import nn
 
 from trainlab.errors import ConfigError
 from trainlab.nn.activations import activation_gain
-from trainlab.nn.layers import ResidualBlock
+from trainlab.nn.layers import ResidualBlock, fixup_scalars
 from trainlab.registry import Registry, suggest
 
 INITIALIZERS = Registry("initializer")
@@ -284,8 +285,9 @@ def fixup(model: nn.Module, act: str = "relu", seed: int | None = None) -> None:
     """Fixup for L residual branches of m layers each, no normalisation (Zhang et al. 2019):
     He init everywhere; then in each branch the last layer is 0 and the others are scaled by
     L^(-1 / (2m - 2)); the classifier (the last linear layer outside the branches) is 0. So every block
-    starts as the identity and the output variance does not grow with depth. The paper's scalar
-    multipliers and biases are architecture, left to the blocks."""
+    starts as the identity and the output variance does not grow with depth. The paper's scalars are
+    architecture, built by the blocks without a norm (trainlab.nn.layers); here every scalar multiplier
+    is set to 1 and every scalar bias to 0, so a trained model re-initialised starts from the identity."""
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
     if not blocks:
         raise ConfigError(
@@ -305,6 +307,8 @@ def fixup(model: nn.Module, act: str = "relu", seed: int | None = None) -> None:
         classifier[-1].weight.zero_()
         if classifier[-1].bias is not None:
             classifier[-1].bias.zero_()
+    for scalar in fixup_scalars(model):
+        scalar.reset_parameters()
 
 
 def init_model(model: nn.Module, scheme: str | None, **options: Any) -> nn.Module:

@@ -14,17 +14,29 @@ from torch import nn
 
 from trainlab.config import OptimConfig, ScheduleConfig
 from trainlab.errors import ConfigError
+from trainlab.nn.layers import fixup_scalars
 from trainlab.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights only: biases and norm parameters (1-D tensors) are not decayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float, scalar_lr_scale: float = 1.0
+) -> list[dict]:
+    """Weight decay on weights only: biases and norm parameters (1-D tensors) are not decayed. Fixup's
+    scalar biases and multipliers (Zhang et al. 2019), where the model has them, form a third group at
+    lr x scalar_lr_scale: one scalar moves every unit of a layer at once."""
+    scalars = {id(p) for s in fixup_scalars(model) for p in s.parameters() if p.requires_grad}
+    trained = [p for p in model.parameters() if p.requires_grad and id(p) not in scalars]
+    groups = [
+        {"params": [p for p in trained if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in trained if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if scalars:  # only then, so that the optimiser state of every other model keeps its two groups
+        params = [p for p in model.parameters() if id(p) in scalars]
+        groups.append({"params": params, "weight_decay": 0.0, "lr": lr * scalar_lr_scale})
+    return groups
 
 
 def fused(groups: list[dict]) -> bool:
@@ -64,7 +76,10 @@ def adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.lr <= 0:
         raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
-    return OPTIMIZERS.create(cfg.name, param_groups(model, cfg.weight_decay), cfg)
+    if cfg.fixup_scalar_lr_scale < 0:
+        raise ConfigError(f"optim.fixup_scalar_lr_scale must be >= 0, got {cfg.fixup_scalar_lr_scale}")
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.fixup_scalar_lr_scale)
+    return OPTIMIZERS.create(cfg.name, groups, cfg)
 
 
 @SCHEDULES.register("constant")
