@@ -1,7 +1,8 @@
 """Activation functions, registered by name, each with a closed-form derivative and the lectures' metadata.
 
 Every activation is a module whose `derivative(x)` gives d f(x) / dx elementwise in closed form; it takes
-a torch tensor or a NumPy array and returns the same kind, so the NumPy backprop engine reuses it.
+a torch tensor or a NumPy array and returns the same kind. NumPy input goes to the torch-free twin of the
+same name in trainlab.nn.activation_formulas, which the NumPy backprop engine (trainlab.scratch) uses too.
 Registration metadata: output `range`, `zero_centred`, where it `saturates`, whether units `can_die`, and
 the He-style `gain` that initialisers read. `activation_table()` adds a measured relative cost and the
 gradient at x = -10, 0, 10, the question the lectures ask of each activation.
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.errors import ConfigError
+from trainlab.nn.activation_formulas import FORMULAS
 from trainlab.registry import Registry
 
 ACTIVATIONS = Registry("activation")
@@ -35,11 +37,23 @@ class Activation(nn.Module):
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def formula_options(self) -> dict[str, Any]:
+        """The options of its NumPy formula: the attributes of the same names (slope, alpha, beta, ...)."""
+        return {name: getattr(self, name) for name in FORMULAS.get(registered_name(self)).options}
+
     def derivative(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-        """d f(x) / dx elementwise; a NumPy array in gives a NumPy array out."""
+        """d f(x) / dx elementwise; a NumPy array in gives a NumPy array out, from the NumPy formula of its
+        registered name (a subclass registered under no name goes through torch)."""
         if isinstance(x, np.ndarray):
-            return self.grad(torch.from_numpy(x)).numpy()
+            if registered_name(self) is None:
+                return self.grad(torch.from_numpy(x)).numpy()
+            return FORMULAS.get(registered_name(self)).derivative(x, **self.formula_options())
         return self.grad(x)
+
+
+def registered_name(act: Activation) -> str | None:
+    """The name its class is registered under (swish for SiLU, which is swish with beta = 1)."""
+    return next((name for name in ACTIVATIONS.list() if ACTIVATIONS.get(name) is type(act)), None)
 
 
 @ACTIVATIONS.register(
@@ -118,6 +132,9 @@ class PReLU(Activation):
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         slope = self.weight.detach().view(-1, *([1] * (x.dim() - 2))) if x.dim() > 1 else self.weight.detach()
         return torch.where(x > 0, torch.ones_like(x), slope.to(x.dtype))
+
+    def formula_options(self) -> dict[str, Any]:
+        return {"slope": self.weight.detach().cpu().numpy()}
 
 
 @ACTIVATIONS.register(
@@ -317,6 +334,9 @@ class Maxout(Activation):
     def grad(self, pieces: torch.Tensor) -> torch.Tensor:
         """d max / d piece for pieces stacked on dim 0 (k, ...): 1 for the winning piece, 0 for the rest."""
         return F.one_hot(pieces.argmax(0), self.k).movedim(-1, 0).to(pieces.dtype)
+
+    def formula_options(self) -> dict[str, Any]:
+        return {}  # pieces on axis 0, the formula's default
 
 
 def widen_outputs(layer: nn.Module, k: int) -> nn.Module:
