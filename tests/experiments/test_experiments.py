@@ -26,6 +26,7 @@ NAMES = [
     "dropout_inference",
     "approximation",
     "augmentation",
+    "backprop",
 ]
 
 

@@ -10,6 +10,7 @@ from trainlab.experiments import (  # noqa: F401  (each module registers its exp
     activations,
     approximation,
     augmentation,
+    backprop,
     batchnorm,
     dead_relu,
     dropout_inference,
