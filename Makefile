@@ -19,7 +19,7 @@ data: install
 	@$(VENV)/bin/trainlab data info fashion-mnist >/dev/null 2>&1 || sh scripts/get-fashion-mnist.sh $(VENV)/bin/trainlab
 
 demo: data
-	$(VENV)/bin/trainlab train --out runs/demo
+	$(VENV)/bin/trainlab train --out runs/demo --overwrite
 
 lint: install
 	$(VENV)/bin/ruff check trainlab tests bench

@@ -97,6 +97,7 @@ def test_zca_whitening_trains_and_feature_modes_need_a_model_that_takes_vectors(
     capsys.readouterr()
     # mlp trains on the pca modes' vectors (tests/test_preprocess_vectors.py); an image model is refused
     cnn = ["cnn" if arg == "mlp" else arg for arg in args[:-1]]
+    cnn[cnn.index(str(tmp_path / "zca"))] = str(tmp_path / "pca-cnn")  # a new run directory
     assert main(cnn + ["data.preprocess=pca_whiten"]) == 2
     error = capsys.readouterr().err
     assert "model 'cnn' takes images (models that take vectors: mlp)" in error and error.count("\n") == 1

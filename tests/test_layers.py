@@ -21,7 +21,7 @@ LAYERS = [
     {"inference"},
     {"training"},
     {"diagnose", "report", "scratch"},
-    {"run", "predict", "experiments"},
+    {"run", "rundir", "scratch_run", "predict", "experiments"},
     {"catalog", "cli"},
 ]
 LAYER = {top: level for level, tops in enumerate(LAYERS) for top in tops}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from trainlab.errors import TrainlabError
 
@@ -16,35 +18,44 @@ EXIT_BAD_INPUT = 2
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from trainlab.config import Config, load_config
+    from trainlab.config import flatten, load_config, parse_override
     from trainlab.run import train
+    from trainlab.rundir import read_json
 
+    overrides = [
+        f"{key}={value}"
+        for key, value in (
+            ("data.dataset", args.dataset),
+            ("model.name", args.model),
+            ("task.name", args.task),
+            ("train.epochs", args.epochs),
+            ("data.batch_size", args.batch_size),
+            ("optim.lr", args.lr),
+            ("optim.name", args.optimizer),
+            ("train.seed", args.seed),
+            ("train.device", args.device),
+            ("data.limit_train", args.limit_train),
+            ("data.augment", json.dumps(args.augment) if args.augment is not None else None),
+            ("train.diagnose", "true" if args.diagnose else None),
+        )
+        if value is not None
+    ] + list(args.set)
     if args.resume:
+        for flag, given in (("--out", args.out), ("--recipe", args.recipe), ("--overwrite", args.overwrite)):
+            if given:
+                raise TrainlabError(
+                    f"{flag} cannot be combined with --resume {args.resume}: a resumed run keeps its "
+                    "directory and config.json (--epochs and --set change what a resume may change)"
+                )
         config_path = Path(args.resume) / "config.json"
         if not config_path.exists():
             raise TrainlabError(f"{args.resume}: no config.json (expected a run directory to resume)")
-        cfg = Config.from_dict(json.loads(config_path.read_text()))
+        # through load_config, as a new run's config is: the saved config, then the overrides
+        saved = dict(flatten(read_json(config_path)))
+        cfg = load_config(None, {**saved, **dict(map(parse_override, overrides))})
         out = Path(args.resume)
     else:
-        overrides = [
-            f"{key}={value}"
-            for key, value in (
-                ("data.dataset", args.dataset),
-                ("model.name", args.model),
-                ("task.name", args.task),
-                ("train.epochs", args.epochs),
-                ("data.batch_size", args.batch_size),
-                ("optim.lr", args.lr),
-                ("optim.name", args.optimizer),
-                ("train.seed", args.seed),
-                ("train.device", args.device),
-                ("data.limit_train", args.limit_train),
-                ("data.augment", json.dumps(args.augment) if args.augment is not None else None),
-                ("train.diagnose", "true" if args.diagnose else None),
-            )
-            if value is not None
-        ]
-        cfg = load_config(args.recipe, overrides + list(args.set))
+        cfg = load_config(args.recipe or "default", overrides)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = (
             Path(args.out)
@@ -52,10 +63,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             else Path("runs")
             / f"{cfg.data.dataset.replace(':', '_').replace('/', '_')}-{cfg.model.name}-{stamp}"
         )
-    result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    result = train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
+    for note in result.notes:
+        print(note)
     s = result.summary
     tested = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in s.items() if k.startswith("test_"))
-    print(f"{tested}  ({s['epochs_run']} epochs, {s['device']})")
+    print(f"{tested or 'no test split, so no test metrics'}  ({s['epochs_run']} epochs, {s['device']})")
+    if result.model is None:  # a finished run, left as it was
+        return
     compiled = f", compile warm-up {s['compile_seconds']:.1f}s" if s["compile_seconds"] else ""
     print(
         f"time to result {s['time_to_result_seconds']:.2f}s (epochs {s['train_seconds']:.2f}s, "
@@ -92,13 +107,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
     results = predict_files(load_trained(args.run_dir, args.device), args.files, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
-        return
     for item in results:
-        if "outputs" in item:
-            print(f"{item['file']}: {', '.join(f'{v:.4f}' for v in item['outputs'])}")
+        if "error" in item:
+            print(f"trainlab: error: {item['error']}", file=sys.stderr)
+        elif args.json:
             continue
-        ranked = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in item["predictions"])
-        print(f"{item['file']}: {ranked}")
+        elif "outputs" in item:
+            print(f"{item['file']}: {', '.join(f'{v:.4f}' for v in item['outputs'])}")
+        else:
+            ranked = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in item["predictions"])
+            print(f"{item['file']}: {ranked}")
+    failed = sum("error" in item for item in results)
+    if failed:  # the others are predicted above; the exit status still says that not all were
+        raise TrainlabError(f"{failed} of {len(results)} files could not be predicted (see above)")
 
 
 def list_rows(family: str) -> list[dict]:
@@ -128,8 +149,10 @@ def cmd_data(args: argparse.Namespace) -> None:
         return
     from trainlab.data.datasets import load_dataset
     from trainlab.data.preprocess import channel_mean_std
+    from trainlab.data.splits import check_splits
 
     data = load_dataset(args.name)
+    check_splits(data)  # what training would refuse (an empty training split), not nan statistics
     mean, std = channel_mean_std(data.train_images)
     info = {
         "name": data.name,
@@ -156,8 +179,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_augment(args: argparse.Namespace) -> None:
+    from trainlab.config import SEED_MAX
     from trainlab.data.augment.preview import preview_command
 
+    if not 0 <= args.seed <= SEED_MAX:
+        raise TrainlabError(f"--seed {args.seed}: expected an int in [0, {SEED_MAX}], as train.seed")
     print(preview_command(args.dataset, args.image, args.augment, args.out, seed=args.seed))
 
 
@@ -168,13 +194,60 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     print(result["message"])
 
 
+def cmd_scratch(args: argparse.Namespace) -> None:
+    from trainlab.scratch_run import ScratchSettings, gradcheck_rows, parse_widths, scratch_train
+
+    if args.action == "gradcheck":
+        rows = gradcheck_rows(samples=None if args.all else args.samples)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        print("the lecture MLP 784-100-50-10, ReLU, float64: backprop against centred differences")
+        for r in rows:
+            shape = "x".join(map(str, r["shape"]))
+            error = r["relative_error"]
+            print(f"{r['layer']:>3} {r['module']:<32} {r['param']:<2} {shape:>8}  relative error {error:.2e}")
+        return
+    if args.model == "lenet5" and args.widths is not None:
+        raise TrainlabError("--widths sets the MLP's hidden layers; lenet5's are fixed (drop --widths)")
+    given = {
+        key: value
+        for key, value in (
+            ("dataset", args.dataset), ("model", args.model), ("act", args.act), ("epochs", args.epochs),
+            ("batch_size", args.batch_size), ("lr", args.lr), ("optimizer", args.optimizer),
+            ("seed", args.seed), ("limit_train", args.limit_train), ("val_size", args.val_size),
+            ("widths", parse_widths(args.widths) if args.widths is not None else None),
+        )
+        if value is not None
+    }  # fmt: skip
+    settings = ScratchSettings(**given)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"scratch-{settings.model}-{stamp}"
+    progress = not args.quiet and not args.json
+    summary = scratch_train(settings, out, overwrite=args.overwrite, progress=progress)
+    if args.json:
+        print(json.dumps({**summary, "out": str(out)}, indent=2, allow_nan=False))
+        return
+    print(
+        f"test accuracy {summary['test_accuracy']:.4f}  test loss {summary['test_loss']:.4f}  "
+        f"({summary['epochs_run']} epochs, {summary['train_images_per_s']:.0f} images/s)  -> {out}"
+    )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line like every other bad input (argparse adds the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"trainlab: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainlab", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="trainlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (the default recipe with no arguments)")
     p.add_argument(
-        "--recipe", default="default", help="recipe name (see `trainlab list recipes`) or a .toml path"
+        "--recipe", help="recipe name (see `trainlab list recipes`) or a .toml path (default: default)"
     )
     p.add_argument("--dataset")
     p.add_argument("--model")
@@ -192,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
     p.add_argument("--out", help="run directory (default: runs/<dataset>-<model>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run (--epochs N: a finished one, to N)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 
@@ -247,6 +323,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seeds", type=int, help="number of seeds (default: 1 quick, 3 full)")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("scratch", help="the NumPy backpropagation engine: train it or check its gradients")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("gradcheck", help="relative error of every layer's gradient, lecture MLP")
+    q.add_argument("--samples", type=int, default=200, help="entries checked per array (default 200)")
+    q.add_argument("--all", action="store_true", help="check every entry (slower)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_scratch)
+    q = actions.add_parser("train", help="train an MLP or LeNet-5 from scratch, writing a run directory")
+    q.add_argument("--dataset", help="default fashion-mnist")
+    q.add_argument("--model", help="mlp (default) or lenet5")
+    q.add_argument("--widths", help="the MLP's hidden layers, e.g. 100,50 (the default)")
+    q.add_argument("--act", help="activation (default relu for mlp, tanh for lenet5)")
+    q.add_argument("--epochs", type=int, help="default 10")
+    q.add_argument("--batch-size", type=int, help="default 128")
+    q.add_argument("--lr", type=float, help="default 0.02")
+    q.add_argument("--optimizer", help="sgd, momentum (default, 0.9), nesterov or adam")
+    q.add_argument("--seed", type=int)
+    q.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
+    q.add_argument("--val-size", type=int, metavar="N", help="images held out for validation (default 5000)")
+    q.add_argument("--out", help="run directory (default: runs/scratch-<model>-<time>)")
+    q.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    q.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.set_defaults(func=cmd_scratch)
     return parser
 
 
@@ -259,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is a BrokenPipeError below, not at exit
+    except BrokenPipeError:
+        # The reader went away (`trainlab eval RUN | head -1`): the Python docs' recipe, stdout to
+        # devnull so that the interpreter's final flush does not fail again, and exit 1 quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except TrainlabError as e:
         print(f"trainlab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

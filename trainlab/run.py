@@ -6,17 +6,21 @@ Run directory:
     metrics.csv            one row per epoch
     checkpoints/           last.safetensors (resume point), best.safetensors
     model.safetensors      the evaluated weights + preprocessing + class names, for eval / predict
-    summary.json           test accuracy and loss, best validation accuracy, timing, device, versions
+    summary.json           test accuracy and loss, best validation accuracy, timing, device, versions;
+                           written last, so it marks the run finished
     curves.png, report.html
+    .trainlab.lock         flock()ed while a process trains into the directory
+
+A new run refuses a directory that holds one unless told to overwrite it; a resume may change only the
+trainlab.rundir.RESUMABLE keys (more epochs, say), and a resume of a finished run writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +35,18 @@ from trainlab.data.splits import make_loaders
 from trainlab.device import device_name, resolve_device, synchronize
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.inference import evaluate_split
-from trainlab.io import atomic_write_text
+from trainlab.io import atomic_write_json, remove_stale_temporaries
 from trainlab.models import model_from_config
-from trainlab.models.factory import require_vector_input
+from trainlab.models.factory import check_model_options, require_vector_input
 from trainlab.nn.init import INITIALIZERS, init_model
+from trainlab.rundir import clear_for_new_run, locked_run_dir, read_json, resume_point
 from trainlab.tasks import task_from_config
 from trainlab.training.callbacks import Callback, Checkpointer, CSVLogger, EarlyStopping, ProgressBar
-from trainlab.training.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from trainlab.training.checkpoint import (
+    one_line,
+    prefixed,
+    save_checkpoint,
+)
 from trainlab.training.optim import create_optimizer, create_schedule
 from trainlab.training.trainer import Trainer
 
@@ -46,8 +55,9 @@ from trainlab.training.trainer import Trainer
 class RunResult:
     summary: dict[str, Any]
     history: list[dict[str, float]]
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None when a resume found the run finished and trained nothing
     run_dir: Path | None
+    notes: list[str] = field(default_factory=list)  # what a resume or the directory's cleanup did
 
 
 def seed_everything(seed: int) -> None:
@@ -80,13 +90,51 @@ def train(
     out: Path | str | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: list[Callback] = (),
     progress: bool = True,
 ) -> RunResult:
-    """Train and evaluate one configuration. With `out`, everything is written to that run directory;
-    with `resume`, training continues from out/checkpoints/last.safetensors (mid-epoch too)."""
+    """Train and evaluate one configuration. With `out`, everything is written to that run directory,
+    which is locked while training; a directory that holds a run already is refused unless `overwrite`
+    (which deletes that run's outputs first). With `resume`, training continues from
+    out/checkpoints/last.safetensors (mid-epoch too), or from step 0 if the run stopped before its
+    first checkpoint; `cfg` may differ from out/config.json in rundir.RESUMABLE keys only, and the new
+    values are recorded there. Resuming a finished run trains nothing, writes nothing and says so."""
+    check_model_options(cfg.model.name, cfg.model.options)  # before any data or directory is touched
+    if out is None:
+        if resume:
+            raise TrainlabError("resume needs the run directory")
+        return run_pipeline(cfg, None, None, list(callbacks), progress, [])
+    run_dir = Path(out)
+    if resume and overwrite:
+        raise TrainlabError(f"{run_dir}: resume continues a run and overwrite replaces it; choose one")
+    if resume and not (run_dir / "config.json").is_file():
+        raise TrainlabError(f"{run_dir}: no config.json (expected a run directory to resume)")
+    with locked_run_dir(run_dir):
+        # under the lock no write is in flight: these are what a killed process left
+        stale = [p for d in ("", "checkpoints", "diagnostics") for p in remove_stale_temporaries(run_dir / d)]
+        checkpoint, notes = None, []
+        if resume:
+            checkpoint, notes = resume_point(run_dir, cfg)
+        else:
+            clear_for_new_run(run_dir, overwrite)
+        if stale:
+            shown = ", ".join(str(p) for p in stale[:3]) + (", ..." if len(stale) > 3 else "")
+            notes.append(f"removed {len(stale)} stale temporary file(s) of interrupted writes: {shown}")
+        finished = finished_run(run_dir, cfg, checkpoint, notes) if resume else None
+        return finished or run_pipeline(cfg, run_dir, checkpoint, list(callbacks), progress, notes)
+
+
+def run_pipeline(
+    cfg: Config,
+    run_dir: Path | None,
+    checkpoint: tuple[dict, dict] | None,
+    callbacks: list[Callback],
+    progress: bool,
+    notes: list[str],
+) -> RunResult:
+    """The run itself, from `checkpoint` (tensors, meta) when given; run_dir is locked and checked."""
     started = time.perf_counter()
-    run_dir = Path(out) if out is not None else None
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -120,7 +168,7 @@ def train(
         )
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
         run_callbacks += [
             CSVLogger(run_dir / "metrics.csv"),
             Checkpointer(
@@ -155,10 +203,12 @@ def train(
         channels_last=cfg.train.channels_last,
         device=device,
     )
-    if resume:
-        if run_dir is None:
-            raise TrainlabError("resume needs the run directory")
-        trainer.load_state(*load_checkpoint(run_dir / "checkpoints" / "last.safetensors"))
+    if checkpoint is not None:
+        last = run_dir / "checkpoints" / "last.safetensors"
+        try:
+            trainer.load_state(*checkpoint)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # parses, but is not a resume point
+            raise TrainlabError(f"{last}: not a resume point of this run ({one_line(e)})") from None
     if cfg.train.compile:
         with clock("compile"):  # one-off: compiled before the epochs' clock runs, then undone exactly
             batch = cfg.data.batch_size  # a streamed folder's fit sample may hold fewer images: tile it
@@ -170,7 +220,9 @@ def train(
     with clock("fit"):
         history = trainer.fit(loaders.train, loaders.val)
     with clock("eval"):
-        final = evaluate_split(trainer.predictor(), loaders.test, data.classes)
+        final = {}  # no test split (an image folder without test/): make_loaders has warned
+        if loaders.test is not None:
+            final = evaluate_split(trainer.predictor(), loaders.test, data.classes)
     monitor, best = f"val_{task.monitor}", max if task.higher_is_better else min
     summary = {
         **{k: v for k, v in final.items() if not isinstance(v, list)},
@@ -188,7 +240,27 @@ def train(
     if run_dir is not None:
         reported = {k: v for k, v in final.items() if k == "confusion_matrix"}
         write_outputs(run_dir, trainer, {**summary, **reported}, meta, fixed_tensors)
-    return RunResult(summary, history, trainer.eval_model, run_dir)
+    return RunResult(summary, history, trainer.eval_model, run_dir, notes)
+
+
+def finished_run(
+    run_dir: Path, cfg: Config, checkpoint: tuple[dict, dict] | None, notes: list[str]
+) -> RunResult | None:
+    """The run as it stands, when it has finished and `cfg` asks for no more epochs; else None. Finished:
+    summary.json, written last, is that of the last checkpoint, which has no epoch in flight."""
+    summary_path = run_dir / "summary.json"
+    if checkpoint is None or not summary_path.exists() or not (run_dir / "model.safetensors").exists():
+        return None
+    meta = checkpoint[1]
+    summary = read_json(summary_path)
+    if meta["progress"] is not None or summary.get("epochs_run") != meta["epoch"]:
+        return None  # the outputs are older than the checkpoint: an extension was interrupted
+    stopped = bool(meta.get("stop_training"))
+    if cfg.train.epochs > meta["epoch"] and not stopped:
+        return None  # more epochs asked for
+    how = "stopped early" if stopped else f"pass --epochs N with N > {meta['epoch']} to train on"
+    note = f"{run_dir}: finished after {meta['epoch']} epochs ({how}); nothing to resume, nothing written"
+    return RunResult(summary, meta["history"], None, run_dir, [*notes, note])
 
 
 class Stopwatch:
@@ -238,5 +310,5 @@ def write_outputs(run_dir: Path, trainer: Trainer, summary: dict, meta: dict, fi
 
     weights = prefixed("model", trainer.eval_model.state_dict())
     save_checkpoint(run_dir / "model.safetensors", {**weights, **fixed_tensors}, meta)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     write_report(run_dir, meta["config"], trainer.history, summary, meta["classes"])
+    atomic_write_json(run_dir / "summary.json", summary)  # last: it marks the run finished

@@ -111,11 +111,16 @@ def search_roots(name: str) -> list[Path]:
 
 
 def find_file(root: Path, stem: str) -> Path | None:
-    """`stem` or `stem.gz` under root, also inside the subfolders the official archives unpack to."""
+    """`stem` or `stem.gz` under root, also inside the subfolders the official archives unpack to;
+    DataError if only something that is not a regular file has that name."""
+    blocked = None
     for folder in (root, root / "cifar-10-batches-bin", root / "cifar-100-binary"):
         for candidate in (folder / stem, folder / f"{stem}.gz"):
             if candidate.is_file():
                 return candidate
+            blocked = blocked or (candidate if candidate.exists() else None)
+    if blocked:  # a directory (or FIFO) in a file's place is a mistake, not a reason to try the next root
+        raise DataError(f"{blocked}: not a regular file (expected the dataset file {stem} or {stem}.gz)")
     return None
 
 
@@ -136,6 +141,8 @@ def load_dataset(name: str, memory_budget_mb: float | None = None) -> ImageDatas
     """Load a registered dataset, or an image folder given as `folder:PATH` (streamed from disk when
     its decoded size exceeds `memory_budget_mb`)."""
     if name.startswith("folder:"):
+        if not name[len("folder:") :].strip():  # Path("") is the current directory: never scan it unasked
+            raise DataError(f"dataset {name!r}: expected folder:PATH, the path of an image folder")
         return load_image_folder(Path(name[len("folder:") :]), memory_budget_mb)
     spec = DATASETS.get(name)
     root = locate(spec.name)
@@ -155,15 +162,17 @@ def load_files(
     if spec.reader == "idx":
         return load_idx_dataset(spec, root, dict(zip(IDX_FILES, paths)))
     label_bytes, label_index = (1, 0) if spec.reader == "cifar10" else (2, 1)
-    train_x, train_y = formats.read_cifar_binary(paths[:-1], label_bytes, label_index)
-    test_x, test_y = formats.read_cifar_binary(paths[-1:], label_bytes, label_index)
-    formats.check_labels(train_y, len(spec.classes), paths[0])
-    formats.check_labels(test_y, len(spec.classes), paths[-1])
+    train_x, train_y = formats.read_cifar_binary(paths[:-1], label_bytes, label_index, len(spec.classes))
+    test_x, test_y = formats.read_cifar_binary(paths[-1:], label_bytes, label_index, len(spec.classes))
     return make_dataset(spec.name, train_x, train_y, test_x, test_y, spec.classes, root)
 
 
 def load_idx_dataset(spec: DatasetSpec, root: Path, paths: dict[str, Path]) -> ImageDataset:
     arrays = {key: formats.read_idx(path) for key, path in paths.items()}
+    arrays = {  # explicit element-type rules: a silent cast made [0, 1] floats 0/1 bytes
+        key: (formats.idx_labels if key.endswith("labels") else formats.idx_pixels)(array, paths[key])
+        for key, array in arrays.items()
+    }
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1:
@@ -204,17 +213,19 @@ def load_image_folder(root: Path, memory_budget_mb: float | None = None) -> Imag
     """`root/train/<class>/*` and `root/test/<class>/*` if present, else `root/<class>/*` (test split empty).
 
     All images are converted to one channel count (1 if every image is grey, else 3) and resized to the
-    first image's size; see formats.to_pixels for the mode conversions. When the decoded images would
-    take more than `memory_budget_mb`, they stay on disk as FileImages and stream during training.
+    folder's most common size, decided from every header (formats.folder_geometry, which also refuses
+    any file that is not a readable image within the pixel limit); see formats.to_pixels for the mode
+    conversions. When the decoded images would take more than `memory_budget_mb`, they stay on disk as
+    FileImages and stream during training.
     """
     has_splits = (root / "train").is_dir()
     train_files, train_y, classes = formats.scan_image_folder(root / "train" if has_splits else root)
     test_files, test_y = [], np.zeros(0, dtype=np.int64)
     if has_splits and (root / "test").is_dir():
-        test_files, test_y, test_classes = formats.scan_image_folder(root / "test")
+        test_files, test_y, test_classes = formats.scan_image_folder(root / "test", allow_empty_classes=True)
         if test_classes != classes:
             raise DataError(f"{root / 'test'}: class folders {test_classes} differ from train's {classes}")
-    channels, size = formats.folder_geometry(train_files)
+    channels, size = formats.folder_geometry(train_files, test_files)
     decoded_mb = (len(train_files) + len(test_files)) * channels * size[0] * size[1] / 2**20
     if memory_budget_mb is not None and decoded_mb > memory_budget_mb:
         return ImageDataset(
@@ -239,7 +250,8 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, tor
     """A seeded random split of range(n) into (train indices, validation indices), both sorted."""
     if not 0 <= val_size < n:
         raise DataError(
-            f"validation size {val_size} is out of range for {n} training images (expected 0..{n - 1})"
+            f"data.val_size={val_size} is out of range for {n} training images (expected 0..{n - 1}; the "
+            f"default 5000 is sized for Fashion-MNIST's 60,000: set e.g. data.val_size={n // 10}, 10%)"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[val_size:].sort().values, order[:val_size].sort().values

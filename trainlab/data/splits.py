@@ -1,10 +1,16 @@
 """The loaders of a run: a seeded train/validation split of the training set, and the test set,
 untouched until the final evaluation. In-memory datasets move to the device once; streamed image
 folders are read by worker processes. `trainlab eval` rebuilds the test loader with `test_loader`, so
-it sees the batches the run's final evaluation saw."""
+it sees the batches the run's final evaluation saw.
+
+Everything about the splits that can go wrong is checked here, before the first step, not found by the
+final evaluation: an empty training split, a test split whose image shape differs from the training
+split's; a folder's files that are not images were refused when it was loaded (formats.folder_geometry
+reads every header). A folder without a test split trains with a warning and reports no test metrics."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -14,7 +20,7 @@ from trainlab.config import Config
 from trainlab.data.datasets import ImageDataset, split_train_val
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.stream import StreamLoader
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, DataError
 
 STREAM_FIT_SAMPLE = 4096  # images the preprocessing of a streamed dataset is fitted on
 
@@ -23,12 +29,33 @@ STREAM_FIT_SAMPLE = 4096  # images the preprocessing of a streamed dataset is fi
 class Loaders:
     train: DeviceLoader | StreamLoader
     val: DeviceLoader | StreamLoader
-    test: DeviceLoader | StreamLoader
+    test: DeviceLoader | StreamLoader | None  # None: the dataset has no test split
     fit_images: torch.Tensor  # uint8 training images on the device, to fit the preprocessing on
     fit_targets: torch.Tensor  # their targets (for the compile warm-up)
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def check_splits(data: ImageDataset) -> None:
+    """What can be checked of a dataset before the first step (the test split's files: `test_loader`)."""
+    where = f"{data.name} ({data.root})" if data.root and str(data.root) not in data.name else data.name
+    if not len(data.train_labels):
+        raise DataError(f"{where}: the training split is empty (expected at least one image)")
+    train_shape, test_shape = tuple(data.train_images.shape[1:]), tuple(data.test_images.shape[1:])
+    if len(data.test_labels) and test_shape != train_shape:
+        raise DataError(
+            f"{where}: the test images are {shape_text(test_shape)} but the training images are "
+            f"{shape_text(train_shape)} (expected one CxHxW for every split)"
+        )
+
+
 def test_loader(data: ImageDataset, cfg: Config, device: torch.device) -> DeviceLoader | StreamLoader:
+    if not len(data.test_labels):
+        raise DataError(
+            f"{data.name} has no test split (an image folder's is ROOT/test/<class>/): nothing to evaluate"
+        )
     batch = cfg.data.eval_batch_size
     if data.streamed:
         indices = torch.arange(len(data.test_images))
@@ -38,6 +65,14 @@ def test_loader(data: ImageDataset, cfg: Config, device: torch.device) -> Device
 
 
 def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loaders:
+    check_splits(data)
+    test = test_loader(data, cfg, device) if len(data.test_labels) else None
+    if test is None:
+        warnings.warn(
+            f"{data.name} has no test split (an image folder's is ROOT/test/<class>/): "
+            "the run reports no test metrics",
+            stacklevel=2,
+        )
     train_idx, val_idx = split_train_val(len(data.train_images), cfg.data.val_size, cfg.train.seed)
     if cfg.data.limit_train is not None:
         if cfg.data.limit_train <= 0:
@@ -58,7 +93,7 @@ def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loade
                 seed=seed,
             ),  # fmt: skip
             stream(data.train_images, data.train_labels, val_idx, eval_batch),
-            test_loader(data, cfg, device),
+            test,
             data.train_images[shuffled[:STREAM_FIT_SAMPLE]].to(device),
             data.train_labels[shuffled[:STREAM_FIT_SAMPLE]].to(device),
         )
@@ -68,7 +103,7 @@ def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loade
         DeviceLoader(
             data.train_images[val_idx].to(device), data.train_labels[val_idx].to(device), eval_batch
         ),
-        test_loader(data, cfg, device),
+        test,
         train_x,
         train_y,
     )

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from trainlab.data import formats
 from trainlab.data.loader import SeededBatches
+from trainlab.errors import TrainlabError
 
 
 class FileImages:
@@ -49,8 +50,19 @@ class LabelledFiles(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images.read(index), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | TrainlabError:
+        try:
+            return self.images.read(index), self.labels[index]
+        except TrainlabError as e:  # returned, not raised: see collate_or_error
+            return e
+
+
+def collate_or_error(items: list) -> tuple[torch.Tensor, torch.Tensor] | TrainlabError:
+    """A batch, or the first error of its samples. A DataLoader re-raises a worker's exception with the
+    worker's traceback as its message; an error returned as a value reaches the main process as the
+    one-line error it is."""
+    failed = next((item for item in items if isinstance(item, TrainlabError)), None)
+    return default_collate(items) if failed is None else failed
 
 
 class StreamLoader(SeededBatches):
@@ -91,7 +103,11 @@ class StreamLoader(SeededBatches):
             batch_sampler=batches,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
+            collate_fn=collate_or_error,
         )
-        for i, (images, labels) in zip(numbers, loader):
+        for i, batch in zip(numbers, loader):
+            if isinstance(batch, TrainlabError):
+                raise batch
+            images, labels = batch
             self.handed_out(i)
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from trainlab.io import atomic_write_text
-from trainlab.report.figures import save_figure
+from trainlab.io import atomic_write_json
+from trainlab.report.figures import plain_legend, save_figure
 
 
 def layer_colors(n: int):
@@ -27,7 +27,7 @@ def layer_colors(n: int):
 def update_json(path: Path, key: str, value) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[key] = value
-    atomic_write_text(path, json.dumps(data, indent=2))
+    atomic_write_json(path, data)
 
 
 def write_activation_report(stats, out: Path) -> None:
@@ -54,7 +54,7 @@ def write_activation_report(stats, out: Path) -> None:
             ax.text(0.5, 0.5, "no layer of this kind", ha="center", va="center", transform=ax.transAxes)
         ax.set(title=title, xlabel="step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    plain_legend(axes[0], fontsize=7)
     fig.suptitle("Activation statistics per layer", y=1.03)
     save_figure(fig, out / "activations.png")
 
@@ -72,7 +72,8 @@ def write_activation_report(stats, out: Path) -> None:
             extent=(hist["steps"][0], hist["steps"][-1], edges[0], edges[-1]),
             cmap="magma",
         )
-        ax.set(title=label, xlabel="step", ylabel="activation value")
+        ax.set_title(label, parse_math=False)  # a layer name, drawn as it is
+        ax.set(xlabel="step", ylabel="activation value")
     for ax in list(axes.flat)[len(histograms) :]:
         ax.axis("off")
     fig.suptitle("Activation histograms over training (colour: log(1 + count))")
@@ -96,7 +97,7 @@ def write_gradient_report(stats, out: Path) -> None:
     ax_ratio.set(yscale="log", xlabel="step", ylabel="||update|| / ||W||", title="Update / weight ratio")
     for ax in (ax_grad, ax_ratio):
         ax.grid(alpha=0.3, which="both")
-    ax_ratio.legend(fontsize=7)
+    plain_legend(ax_ratio, fontsize=7)
     save_figure(fig, out / "gradients.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.8))

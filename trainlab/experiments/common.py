@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.device import device_name, resolve_device
-from trainlab.io import atomic_write_text
+from trainlab.errors import ConfigError
+from trainlab.io import atomic_write_json, atomic_write_text
 from trainlab.registry import Registry
 from trainlab.report.figures import save_figure
 
@@ -101,12 +102,15 @@ def run_experiment(
     """Run experiment `name`, write results.json, README.md and its figures into `out`
     (default experiments/<name>), and return {verdict, out, message, seconds, ...}."""
 
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: expected a number of seeds >= 1")
     fn = EXPERIMENTS.get(name)
     name = EXPERIMENTS.canonical(name)
     meta = EXPERIMENTS.meta(name)
     out = Path(out) if out is not None else Path("experiments") / name
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(name, quick, out, resolve_device(str(device)), seeds or (1 if quick else 3))
+    seeds = seeds if seeds is not None else (1 if quick else 3)
+    ctx = Context(name, quick, out, resolve_device(str(device)), seeds)
     started = time.perf_counter()
     outcome: Outcome = fn(ctx)
     seconds = time.perf_counter() - started
@@ -124,7 +128,7 @@ def run_experiment(
         "notes": outcome.notes,
         "command": command_line(name, quick, ctx.seeds, out),
     }
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=float))
+    atomic_write_json(out / "results.json", result)
     atomic_write_text(out / "README.md", readme(result))
     message = f"{name}: {result['verdict']} ({seconds:.1f} s) -> {out}"
     return {"verdict": result["verdict"], "out": str(out), "message": message, "seconds": seconds}

@@ -15,7 +15,9 @@ from torch import nn
 
 from trainlab.config import Config
 from trainlab.errors import ConfigError
+from trainlab.nn.activations import ACTIVATIONS
 from trainlab.nn.init import INITIALIZERS, init_model
+from trainlab.nn.norm import NORMS
 from trainlab.registry import Registry, suggest
 
 MODELS = Registry("model")
@@ -26,6 +28,24 @@ def model_options(name: str) -> dict[str, Any]:
     """The options a model accepts, with their defaults (inspect.Parameter.empty when required)."""
     params = inspect.signature(MODELS.get(name)).parameters
     return {k: p.default for k, p in params.items() if p.kind is not p.VAR_KEYWORD}
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """ConfigError, before anything is built, unless model `name` takes every option (its signature) and
+    the activation and norm they name are registered. trainlab.config has checked each value's type and
+    range (MODEL_OPTIONS) where it was set."""
+    accepted = model_options(name)
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(suggest(key, list(accepted), f"option for model {name!r}:"))
+    for key, registry in (("act", ACTIVATIONS), ("norm", NORMS)):
+        value = options.get(key)
+        value = value.get("name") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            try:
+                registry.canonical(value)
+            except ConfigError as e:
+                raise ConfigError(f"model.{key}: {e}") from None
 
 
 def create_model(
@@ -43,10 +63,7 @@ def create_model(
     Data-dependent initialisers (LSUV, data_dependent) need a batch, so the Trainer applies them;
     here they are skipped.
     """
-    accepted = model_options(name)
-    for key in options:
-        if key not in accepted:
-            raise ConfigError(suggest(key, list(accepted), f"option for model {name!r}:"))
+    check_model_options(name, options)
     model = MODELS.get(name)(
         in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options
     )

@@ -268,6 +268,8 @@ def summary_command(model_name: str, input_spec: str, num_classes: int, as_json:
         costs = inception_module_cost()
         return json.dumps(costs, indent=2) if as_json else inception_cost_text(costs)
     shape = parse_input_spec(input_spec)
+    if num_classes < 1:  # a head of 0 outputs builds, and its summary is of no model
+        raise ConfigError(f"--num-classes {num_classes}: expected a number of classes >= 1")
     summary = summarize_model(MODELS.canonical(model_name), shape, num_classes)
     if as_json:
         return json.dumps(

@@ -24,6 +24,15 @@ def save_figure(fig, path: Path | None = None) -> bytes:
     return data
 
 
+def plain_legend(ax, **kwargs):
+    """`ax.legend`, its labels drawn as they are: they can be user strings (layer names), and mathtext
+    would parse a `$...$` in one and fail on an unknown macro (then no figure is written at all)."""
+    legend = ax.legend(**kwargs)
+    for text in legend.get_texts():
+        text.set_parse_math(False)
+    return legend
+
+
 def curves_figure(history: list[dict[str, float]]):
     """One panel for the loss and one for each metric the task logs (train_X and val_X)."""
     epochs = [h["epoch"] for h in history]
@@ -45,8 +54,9 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]):
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(confusion, cmap="Blues")
     if len(classes) <= 20:
-        ax.set_xticks(range(len(classes)), classes, rotation=90)
-        ax.set_yticks(range(len(classes)), classes)
+        # class names are user strings (folder names): drawn as they are, never parsed as mathtext `$...$`
+        ax.set_xticks(range(len(classes)), classes, rotation=90, parse_math=False)
+        ax.set_yticks(range(len(classes)), classes, parse_math=False)
         peak = max(max(row) for row in confusion) or 1
         for i, row in enumerate(confusion):
             for j, count in enumerate(row):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from trainlab.errors import ConfigError
 from trainlab.io import atomic_write_text
 from trainlab.training.checkpoint import save_checkpoint
-from trainlab.training.trainer import Callback, Trainer
+from trainlab.training.trainer import Callback, Trainer, TrainingDiverged
 
 if TYPE_CHECKING:
     import torch
@@ -183,6 +183,12 @@ class Checkpointer(Callback):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 
     def save(self, trainer: Trainer, name: str) -> Path:
+        weights = trainer.model.state_dict().values()
+        if not all(w.isfinite().all() for w in weights if w.is_floating_point()):  # one sync per save
+            raise TrainingDiverged(  # not written: the resume point stays the last good one
+                f"weights became non-finite by step {trainer.global_step} (epoch {trainer.epoch + 1}); "
+                f"last good checkpoint: {trainer.last_checkpoint or 'none written yet'}"
+            )
         path = self.folder / f"{name}.safetensors"
         if name == "last":  # recorded before saving, so the checkpoint names itself
             trainer.last_checkpoint = str(path)

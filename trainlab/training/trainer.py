@@ -255,7 +255,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def fit(self, train_loader: Iterable, val_loader: Iterable | None = None) -> list[dict[str, float]]:
         self.steps_per_epoch = len(train_loader)
-        self.stop_training = False
+        # stop_training is not reset: a resumed run that had stopped early has ended
         for cb in self.callbacks:
             cb.on_train_begin(self)
         while self.epoch < self.epochs and not self.stop_training:
@@ -310,6 +310,7 @@ class Trainer:
         meta = {
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "stop_training": self.stop_training,
             "history": self.history,
             "last_checkpoint": self.last_checkpoint,
             "optim": optim_meta,
@@ -335,4 +336,5 @@ class Trainer:
         if meta["progress"] is not None:
             self.progress = unpack_state(meta["progress"], tensors, self.device)
         self.epoch, self.global_step = meta["epoch"], meta["global_step"]
+        self.stop_training = bool(meta.get("stop_training", False))  # older checkpoints: not stopped
         self.history, self.last_checkpoint = meta["history"], meta["last_checkpoint"]

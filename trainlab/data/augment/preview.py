@@ -7,31 +7,30 @@ images are enlarged (nearest neighbour) so that a 28x28 digit stays readable.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from trainlab.data import formats
 from trainlab.data.augment.pipeline import Augment
 from trainlab.errors import ConfigError, DataError
+from trainlab.io import atomic_write_bytes
 
 GAP = 2  # pixels between tiles
 MIN_TILE = 96  # enlarge smaller images to at least this many pixels
 
 
 def load_image(path: str) -> torch.Tensor:
-    """Any image Pillow reads, as (1, C, H, W) uint8 with C = 1 (grey) or 3."""
+    """Any image Pillow reads, as (1, C, H, W) uint8 with C = 1 (grey) or 3, converted exactly as an
+    image folder is for training (formats.load_image: 16-bit grey scaled by 1/257, not clipped)."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            array = np.asarray(im, dtype=np.uint8)
+        channels, size = formats.folder_geometry([Path(path)])
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
-    array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None]
+        raise DataError(f"{path}: not a readable image ({e})") from None
+    return torch.from_numpy(formats.load_image(Path(path), channels, size))[None]
 
 
 def pick_images(dataset: str, n_images: int, seed: int) -> tuple[torch.Tensor, int]:
@@ -58,16 +57,12 @@ def tile_grid(rows: torch.Tensor) -> np.ndarray:
 
 
 def save_png_atomically(picture: np.ndarray, out: str) -> None:
+    """Through trainlab.io, so the file honours the umask like every other output."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(picture).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def preview_command(

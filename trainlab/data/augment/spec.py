@@ -17,6 +17,7 @@ one), `name(value, key=value, ...)` sets any option. A value is a number, true/f
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from typing import Any
 
@@ -52,8 +53,27 @@ def parse_value(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     if NUMBER.match(text):
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        return finite(float(text) if any(c in text for c in ".eE") else int(text), text)
     return text
+
+
+def finite(value: Any, text: str | None = None) -> Any:
+    """`value`, with every number in it finite (1e999 reads as inf; TOML has inf and nan)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"augmentation spec: {text or value} is not a finite number")
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        finite(item)
+    return value
+
+
+def list_item(item: Any) -> tuple[str, dict[str, Any]]:
+    """{"name": "rotate", "degrees": 15} -> ("rotate", {"degrees": 15})."""
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConfigError(
+            f"augmentation spec: a list holds tables with a name, e.g. {{name = 'hflip'}}, not {item!r}"
+        )
+    return item["name"], {k: v for k, v in item.items() if k != "name"}
 
 
 def parse_item(text: str) -> tuple[str, dict[str, Any]]:
@@ -86,10 +106,10 @@ def parse_spec(spec: str | dict | list | None) -> list[tuple[str, dict[str, Any]
     if isinstance(spec, str):
         return [parse_item(item) for item in split_top_level(spec)]
     if isinstance(spec, list):
-        return [(d["name"], {k: v for k, v in d.items() if k != "name"}) for d in spec]
+        return [list_item(finite(d)) for d in spec]
     if isinstance(spec, dict):
         items = []
-        for name, value in spec.items():
+        for name, value in finite(spec).items():
             if value is False or value is None:
                 continue
             if value is True:
@@ -104,6 +124,8 @@ def parse_spec(spec: str | dict | list | None) -> list[tuple[str, dict[str, Any]
 
 def build_op(name: str, options: dict[str, Any]) -> Op:
     """The registered op `name` with validated options; ConfigError with a suggestion otherwise."""
+    if not isinstance(name, str):
+        raise ConfigError(f"augmentation spec: an op's name is a string, got {name!r}")
     key = AUGMENTATIONS.canonical(name)
     cls = AUGMENTATIONS.get(key)
     allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
@@ -115,8 +137,11 @@ def build_op(name: str, options: dict[str, Any]) -> Op:
         options[cls.primary] = value
     for option in options:
         if option not in allowed:
-            raise ConfigError(suggest(option, allowed, f"option of {key}"))
-    return cls(**options)
+            raise ConfigError(suggest(str(option), allowed, f"option of {key}"))
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:  # a value of a shape the op does not unpack, e.g. bits = [1, 2, 3]
+        raise ConfigError(f"{key}: bad options {options!r} ({e})") from None
 
 
 def build_ops(spec: str | dict | list | None) -> list[Op]:
