@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test install data lint format bench clean
+.PHONY: demo test install data browser lint format bench clean
 
 # Keeps a torch that .venv itself can import (a CUDA build of the system Python, say), else installs
 # $(TORCH); either way torch is pinned, so pip never picks one (the newest is a multi-GB CUDA build).
@@ -18,6 +18,9 @@ install: $(VENV)/.installed
 data: install
 	@$(VENV)/bin/trainlab data info fashion-mnist >/dev/null 2>&1 || sh scripts/get-fashion-mnist.sh $(VENV)/bin/trainlab
 
+browser:
+	@sh scripts/get-chromium.sh
+
 demo: data
 	$(VENV)/bin/trainlab train --out runs/demo --overwrite
 
@@ -29,7 +32,7 @@ format: install
 	$(VENV)/bin/ruff format trainlab tests bench
 	$(VENV)/bin/ruff check --fix trainlab tests bench
 
-test: data lint
+test: data browser lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install

@@ -14,14 +14,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trainlab"
 # Bottom up. A module belongs to the layer of its first name under trainlab (trainlab.data.loader -> data).
 LAYERS = [
     {"errors", "registry"},
-    {"io", "config", "device"},
+    {"io", "config", "device", "progress"},
     {"data", "nn"},
     {"models"},
     {"tasks"},
     {"inference"},
     {"training"},
     {"diagnose", "report", "scratch"},
-    {"run", "rundir", "scratch_run", "predict", "experiments"},
+    {"run", "rundir", "scratch_run", "predict", "experiments", "export"},
     {"catalog", "cli"},
 ]
 LAYER = {top: level for level, tops in enumerate(LAYERS) for top in tops}

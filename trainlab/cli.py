@@ -19,8 +19,8 @@ EXIT_BAD_INPUT = 2
 
 def cmd_train(args: argparse.Namespace) -> None:
     from trainlab.config import flatten, load_config, parse_override
+    from trainlab.io import read_json
     from trainlab.run import train
-    from trainlab.rundir import read_json
 
     overrides = [
         f"{key}={value}"
@@ -37,6 +37,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             ("data.limit_train", args.limit_train),
             ("data.augment", json.dumps(args.augment) if args.augment is not None else None),
             ("train.diagnose", "true" if args.diagnose else None),
+            ("log.tensorboard", "true" if args.tensorboard else None),
         )
         if value is not None
     ] + list(args.set)
@@ -122,6 +123,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise TrainlabError(f"{failed} of {len(results)} files could not be predicted (see above)")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from trainlab.export import export_onnx
+
+    e = export_onnx(args.run_dir, args.out, progress=not args.quiet)
+    shape = ", ".join(map(str, e.input_shape))
+    print(
+        f"{e.path}: uint8 images [{shape}] -> {e.output}, preprocessing {e.preprocess}"
+        f"{', TTA' if e.tta else ''}; onnxruntime agrees with torch to {e.max_abs_diff:.2g} "
+        f"(outputs up to {e.max_abs_output:.2g})"
+    )
+
+
 def list_rows(family: str) -> list[dict]:
     """Rows for `trainlab list FAMILY`: a name per row, plus whatever the family describes."""
     from trainlab import catalog
@@ -145,7 +158,8 @@ def cmd_data(args: argparse.Namespace) -> None:
     if args.action == "fetch":
         from trainlab.data.fetch import fetch_dataset
 
-        print(f"{args.name}: downloaded and verified into {fetch_dataset(args.name, args.dest)}")
+        dest = fetch_dataset(args.name, args.dest, progress=not args.quiet)
+        print(f"{args.name}: downloaded and verified into {dest}")
         return
     from trainlab.data.datasets import load_dataset
     from trainlab.data.preprocess import channel_mean_std
@@ -190,8 +204,15 @@ def cmd_augment(args: argparse.Namespace) -> None:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from trainlab.experiments import run_experiment
 
-    result = run_experiment(args.name, quick=args.quick, out=args.out, device=args.device, seeds=args.seeds)
+    options = dict(quick=args.quick, out=args.out, device=args.device, seeds=args.seeds)
+    result = run_experiment(args.name, **options, progress=not args.quiet)
     print(result["message"])
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from trainlab.report.compare import compare_runs
+
+    print(f"comparison of {len(args.runs)} runs: {compare_runs(args.runs, args.out)}")
 
 
 def cmd_scratch(args: argparse.Namespace) -> None:
@@ -262,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", metavar="SPEC", help='augmentation spec, e.g. "hflip,translate=2"')
     p.add_argument("--diagnose", action="store_true", help="record activation and gradient diagnostics")
     p.add_argument(
+        "--tensorboard", action="store_true", help="write TensorBoard event files into RUN/tensorboard"
+    )
+    p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
     p.add_argument("--out", help="run directory (default: runs/<dataset>-<model>-<time>)")
@@ -288,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export", help="write a run's model, preprocessing and TTA as one ONNX graph")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["onnx"], required=True)
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("list", help="list a registry: models, datasets, recipes, activations, ...")
     p.add_argument("family")
     p.add_argument("--json", action="store_true")
@@ -297,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["fetch", "info"])
     p.add_argument("name")
     p.add_argument("--dest", help="fetch: target folder (default: the first search location)")
+    p.add_argument("--quiet", action="store_true", help="fetch: no progress bars")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data)
 
@@ -322,7 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: experiments/NAME)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seeds", type=int, help="number of seeds (default: 1 quick, 3 full)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the result")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("compare", help="finished runs side by side: config diff, curves, CIs, confusion")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more finished run directories")
+    p.add_argument("--out", default="compare.html", help="the page to write (default: compare.html)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("scratch", help="the NumPy backpropagation engine: train it or check its gradients")
     actions = p.add_subparsers(dest="action", required=True)

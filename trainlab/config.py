@@ -322,7 +322,21 @@ class TrainConfig(Section):
     diagnose: bool = False  # activation / gradient diagnostics callbacks
 
 
-SECTIONS = (DataConfig, ModelConfig, TaskConfig, OptimConfig, ScheduleConfig, PenaltyConfig, TrainConfig)
+@dataclass
+class LogConfig(Section):
+    tensorboard: bool = False  # event files in RUN/tensorboard (the tensorboard extra)
+
+
+SECTIONS = (
+    DataConfig,
+    ModelConfig,
+    TaskConfig,
+    OptimConfig,
+    ScheduleConfig,
+    PenaltyConfig,
+    TrainConfig,
+    LogConfig,
+)
 
 
 @dataclass
@@ -334,6 +348,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     recipe: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,6 +82,12 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """A final evaluation: the task's metrics with `prefix` (test_loss, test_accuracy, ...), then the
     task's report (a classifier's confusion matrix and per-class scores)."""
-    outputs, targets = predictor.run(loader)
-    metrics = {f"{prefix}{k}": v for k, v in predictor.task.evaluate(outputs, targets).items()}
-    return {**metrics, **(predictor.task.report(outputs, targets, classes) if len(outputs) else {})}
+    return evaluate_outputs(predictor.task, *predictor.run(loader), classes, prefix)
+
+
+def evaluate_outputs(
+    task: Task, outputs: torch.Tensor, targets: Any, classes: list[str], prefix: str = "test_"
+) -> dict[str, Any]:
+    """evaluate_split on outputs already computed (the run keeps them for its report's gallery)."""
+    metrics = {f"{prefix}{k}": v for k, v in task.evaluate(outputs, targets).items()}
+    return {**metrics, **(task.report(outputs, targets, classes) if len(outputs) else {})}

@@ -18,6 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from trainlab.errors import TrainlabError
+
 # How atomic_write_bytes names its temporary files (tempfile.mkstemp's 8 characters, before).
 TEMPORARY_NAME = re.compile(r"\..+\.\w{8,}\.tmp")
 
@@ -87,3 +89,15 @@ def json_text(value: Any, indent: int | None = 2) -> str:
 def atomic_write_json(path: Path | str, value: Any) -> None:
     """Every JSON file a run writes goes through here, so none holds NaN."""
     atomic_write_text(path, json_text(value))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path` (config.json, summary.json); one TrainlabError line naming the file
+    when it is unreadable, not JSON, or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TrainlabError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise TrainlabError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

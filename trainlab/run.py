@@ -4,11 +4,13 @@ evaluate -> report. `train(cfg, out)` is what `trainlab train` calls.
 Run directory:
     config.json            the fully resolved config
     metrics.csv            one row per epoch
+    steps.csv              one row per optimisation step: training loss and learning rate
     checkpoints/           last.safetensors (resume point), best.safetensors
     model.safetensors      the evaluated weights + preprocessing + class names, for eval / predict
     summary.json           test accuracy and loss, best validation accuracy, timing, device, versions;
                            written last, so it marks the run finished
     curves.png, report.html
+    tensorboard/           event files, with log.tensorboard (trainlab.report.tensorboard)
     .trainlab.lock         flock()ed while a process trains into the directory
 
 A new run refuses a directory that holds one unless told to overwrite it; a resume may change only the
@@ -29,19 +31,26 @@ import torch
 
 from trainlab.config import Config
 from trainlab.data.augment import Augment
-from trainlab.data.datasets import load_dataset
+from trainlab.data.datasets import ImageDataset, load_dataset
 from trainlab.data.preprocess import Standardizer
 from trainlab.data.splits import make_loaders
 from trainlab.device import device_name, resolve_device, synchronize
 from trainlab.errors import ConfigError, TrainlabError
-from trainlab.inference import evaluate_split
-from trainlab.io import atomic_write_json, remove_stale_temporaries
+from trainlab.inference import evaluate_outputs
+from trainlab.io import atomic_write_json, read_json, remove_stale_temporaries
 from trainlab.models import model_from_config
 from trainlab.models.factory import check_model_options, require_vector_input
 from trainlab.nn.init import INITIALIZERS, init_model
-from trainlab.rundir import clear_for_new_run, locked_run_dir, read_json, resume_point
+from trainlab.rundir import clear_for_new_run, locked_run_dir, resume_point
 from trainlab.tasks import task_from_config
-from trainlab.training.callbacks import Callback, Checkpointer, CSVLogger, EarlyStopping, ProgressBar
+from trainlab.training.callbacks import (
+    Callback,
+    Checkpointer,
+    CSVLogger,
+    EarlyStopping,
+    ProgressBar,
+    StepLogger,
+)
 from trainlab.training.checkpoint import (
     one_line,
     prefixed,
@@ -101,6 +110,10 @@ def train(
     first checkpoint; `cfg` may differ from out/config.json in rundir.RESUMABLE keys only, and the new
     values are recorded there. Resuming a finished run trains nothing, writes nothing and says so."""
     check_model_options(cfg.model.name, cfg.model.options)  # before any data or directory is touched
+    if cfg.log.tensorboard:
+        from trainlab.report.tensorboard import summary_writer_class
+
+        summary_writer_class()  # the optional extra is there, or one line that names it
     if out is None:
         if resume:
             raise TrainlabError("resume needs the run directory")
@@ -171,6 +184,7 @@ def run_pipeline(
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         run_callbacks += [
             CSVLogger(run_dir / "metrics.csv"),
+            StepLogger(run_dir / "steps.csv"),
             Checkpointer(
                 run_dir / "checkpoints",
                 fixed_tensors,
@@ -183,6 +197,10 @@ def run_pipeline(
         from trainlab.diagnose import diagnostic_callbacks
 
         run_callbacks += diagnostic_callbacks(run_dir)
+    if cfg.log.tensorboard and run_dir is not None:
+        from trainlab.report.tensorboard import TensorBoardLogger
+
+        run_callbacks.append(TensorBoardLogger(run_dir / "tensorboard", cfg.to_dict(), cfg.train.diagnose))
 
     trainer = Trainer(
         model,
@@ -220,9 +238,11 @@ def run_pipeline(
     with clock("fit"):
         history = trainer.fit(loaders.train, loaders.val)
     with clock("eval"):
-        final = {}  # no test split (an image folder without test/): make_loaders has warned
+        # no test split (an image folder without test/): make_loaders has warned
+        final, test_outputs = {}, None
         if loaders.test is not None:
-            final = evaluate_split(trainer.predictor(), loaders.test, data.classes)
+            test_outputs = trainer.predictor().run(loaders.test)  # kept for the report's gallery
+            final = evaluate_outputs(task, *test_outputs, data.classes)
     monitor, best = f"val_{task.monitor}", max if task.higher_is_better else min
     summary = {
         **{k: v for k, v in final.items() if not isinstance(v, list)},
@@ -239,7 +259,7 @@ def run_pipeline(
     }
     if run_dir is not None:
         reported = {k: v for k, v in final.items() if k == "confusion_matrix"}
-        write_outputs(run_dir, trainer, {**summary, **reported}, meta, fixed_tensors)
+        write_outputs(run_dir, trainer, {**summary, **reported}, meta, fixed_tensors, data, test_outputs)
     return RunResult(summary, history, trainer.eval_model, run_dir, notes)
 
 
@@ -305,10 +325,22 @@ def timing_summary(clock: Stopwatch, history: list[dict], setup_seconds: float, 
     }
 
 
-def write_outputs(run_dir: Path, trainer: Trainer, summary: dict, meta: dict, fixed_tensors: dict) -> None:
-    from trainlab.report.html import write_report
+def write_outputs(
+    run_dir: Path,
+    trainer: Trainer,
+    summary: dict,
+    meta: dict,
+    fixed_tensors: dict,
+    data: ImageDataset,
+    test_outputs: tuple[torch.Tensor, Any] | None,
+) -> None:
+    from trainlab.report.html import ReportInputs, write_report
+
+    outputs, targets = test_outputs if test_outputs is not None else (None, None)
+    first = torch.arange(min(4, len(data.train_images)))  # the augmentation preview's rows
+    inputs = ReportInputs(trainer.predictor(), data.test_images, outputs, targets, data.train_images[first])
 
     weights = prefixed("model", trainer.eval_model.state_dict())
     save_checkpoint(run_dir / "model.safetensors", {**weights, **fixed_tensors}, meta)
-    write_report(run_dir, meta["config"], trainer.history, summary, meta["classes"])
+    write_report(run_dir, meta["config"], trainer.history, summary, meta["classes"], inputs)
     atomic_write_json(run_dir / "summary.json", summary)  # last: it marks the run finished

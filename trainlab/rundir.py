@@ -11,10 +11,12 @@ from pathlib import Path
 
 from trainlab.config import Config, flatten
 from trainlab.errors import ConfigError, TrainlabError
+from trainlab.io import read_json
 from trainlab.training.checkpoint import check_checkpoint_model, config_from, load_checkpoint
 
-RUN_OUTPUTS = ("config.json", "metrics.csv", "checkpoints", "model.safetensors", "summary.json",
-               "curves.png", "confusion.png", "report.html", "diagnostics")  # fmt: skip
+RUN_OUTPUTS = ("config.json", "metrics.csv", "steps.csv", "checkpoints", "model.safetensors",
+               "summary.json", "curves.png", "confusion.png", "report.html", "diagnostics",
+               "tensorboard")  # fmt: skip
 LOCK_FILE = ".trainlab.lock"
 # What a resume may change: nothing that the steps trained so far depend on. More epochs recompute the
 # schedule for the new total from the step reached, so the run is not the same as a fresh longer one.
@@ -95,13 +97,3 @@ def resume_point(run_dir: Path, cfg: Config) -> tuple[tuple[dict, dict] | None, 
         shown = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
         notes.append(f"resumed with {shown} (recorded in {run_dir / 'config.json'})")
     return checkpoint, notes
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TrainlabError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise TrainlabError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data

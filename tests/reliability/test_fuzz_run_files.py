@@ -23,9 +23,9 @@ from safetensors.torch import save
 from tests.reliability.test_run_files import TINY
 from trainlab.config import load_config
 from trainlab.errors import TrainlabError
+from trainlab.io import read_json
 from trainlab.predict import load_trained
 from trainlab.run import train
-from trainlab.rundir import read_json
 from trainlab.training.checkpoint import check_checkpoint_model, config_from, load_checkpoint, save_checkpoint
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

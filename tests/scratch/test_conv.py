@@ -69,7 +69,10 @@ def test_conv_gradients_match_centred_differences(case):
     n, c_in, c_out, k, stride, padding, h, w, seed = case
     rng = np.random.default_rng(seed)
     conv = float64_conv(c_in, c_out, k, stride, padding, rng)
-    errors = gradient_check(conv, rng.standard_normal((n, c_in, h, w)), eps=EPS, seed=seed)
+    # linear in x, W and b: no truncation error at any step, so a larger one shrinks the rounding error
+    # 1e-16 |L| / eps, which at eps 1e-6 reached 1.1e-7 of the gradient on one drawn case (a large |L|
+    # from the random bias, a small dL/dx)
+    errors = gradient_check(conv, rng.standard_normal((n, c_in, h, w)), eps=1e-3, seed=seed)
     assert errors.keys() == {"W", "b", "x"}
     assert max(errors.values()) < 1e-7, errors
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from trainlab.data.datasets import DATASETS, search_roots
 from trainlab.errors import DataError
 from trainlab.io import atomic_write_bytes
+from trainlab.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,26 @@ def verify(data: bytes, checksum: str, what: str) -> None:
         raise DataError(f"{what}: {algo} is {actual}, expected {expected} (corrupt or altered download)")
 
 
-def fetch_dataset(name: str, dest: Path | None = None, timeout: float = 60.0) -> Path:
-    """Download, verify and unpack dataset `name` into `dest` (default: the first search root)."""
+def download(url: str, timeout: float, progress: bool) -> bytes:
+    """The bytes at `url`, read a MiB at a time so that a progress bar can follow."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        size = response.headers.get("Content-Length")
+        chunks = []
+        with progress_bar(int(size) if size else None, Path(url).name, progress, as_bytes=True) as advance:
+            while chunk := response.read(1 << 20):
+                chunks.append(chunk)
+                advance(len(chunk))
+    return b"".join(chunks)
+
+
+def fetch_dataset(name: str, dest: Path | None = None, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download, verify and unpack dataset `name` into `dest` (default: the first search root), with a
+    progress bar per file on a terminal's stderr unless `progress` is False."""
     spec = DATASETS.get(name)
     dest = Path(dest) if dest else search_roots(spec.name)[0]
     for item in SOURCES[spec.name]:
         try:
-            with urllib.request.urlopen(item.url, timeout=timeout) as response:
-                data = response.read()
+            data = download(item.url, timeout, progress)
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise DataError(

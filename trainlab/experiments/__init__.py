@@ -3,7 +3,7 @@
     from trainlab.experiments import EXPERIMENTS, run_experiment
     result = run_experiment("init", quick=True, out="experiments/init")   # {"verdict", "out", ...}
 
-`trainlab experiment NAME [--quick] [--out DIR] [--device D] [--seeds N]` calls run_experiment.
+`trainlab experiment NAME [--quick] [--out DIR] [--device D] [--seeds N] [--quiet]` calls run_experiment.
 """
 
 from trainlab.experiments import (  # noqa: F401  (each module registers its experiment)

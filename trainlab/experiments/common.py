@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch import nn
 from trainlab.device import device_name, resolve_device
 from trainlab.errors import ConfigError
 from trainlab.io import atomic_write_json, atomic_write_text
+from trainlab.progress import progress_bar
 from trainlab.registry import Registry
 from trainlab.report.figures import save_figure
 
@@ -80,16 +82,24 @@ class Context:
     device: torch.device
     seeds: int
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
+    progress: bool = True  # log lines, and a bar per training run on a terminal (off: --quiet)
+    runs: int = 0  # training runs started, for the bars' labels
 
     def figure(self, filename: str, fig, caption: str) -> None:
         save_figure(fig, self.out / filename)
         self.figures.append((filename, caption))
 
     def log(self, message: str) -> None:
-        print(f"[{self.name}] {message}", file=sys.stderr, flush=True)
+        if self.progress:
+            print(f"[{self.name}] {message}", file=sys.stderr, flush=True)
 
     def pick(self, quick: Any, full: Any) -> Any:
         return quick if self.quick else full
+
+
+# The experiment in flight: train_classifier is called from every experiment module without its Context,
+# and reads from here whether to draw a bar and how to label it.
+RUNNING: ContextVar[Context | None] = ContextVar("running_experiment", default=None)
 
 
 def run_experiment(
@@ -98,9 +108,11 @@ def run_experiment(
     out: Path | str | None = None,
     device: str | torch.device = "auto",
     seeds: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run experiment `name`, write results.json, README.md and its figures into `out`
-    (default experiments/<name>), and return {verdict, out, message, seconds, ...}."""
+    (default experiments/<name>), and return {verdict, out, message, seconds, ...}. With `progress`
+    False, nothing is printed (no log lines, no progress bars)."""
 
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds {seeds}: expected a number of seeds >= 1")
@@ -110,9 +122,13 @@ def run_experiment(
     out = Path(out) if out is not None else Path("experiments") / name
     out.mkdir(parents=True, exist_ok=True)
     seeds = seeds if seeds is not None else (1 if quick else 3)
-    ctx = Context(name, quick, out, resolve_device(str(device)), seeds)
+    ctx = Context(name, quick, out, resolve_device(str(device)), seeds, progress=progress)
     started = time.perf_counter()
-    outcome: Outcome = fn(ctx)
+    token = RUNNING.set(ctx)
+    try:
+        outcome: Outcome = fn(ctx)
+    finally:
+        RUNNING.reset(token)
     seconds = time.perf_counter() - started
     result = {
         "experiment": name,
@@ -303,41 +319,47 @@ def train_classifier(
         k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
     }
     n, step = len(data.x_train), 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(n, device=data.x_train.device, generator=generator)
-        loss_sum = torch.zeros((), device=data.x_train.device)
-        correct = torch.zeros((), device=data.x_train.device)
-        seen = 0
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size]
-            x, y = data.x_train[idx], data.y_train[idx]
-            targets = y
-            if augment is not None:
-                x, targets = augment(x, y)
-            logits = model(x)
-            loss = F.cross_entropy(logits, targets)
-            total = loss + penalty(model) if penalty is not None else loss
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            step += 1
-            if on_step is not None:
-                on_step(step, model)
-        train_loss = float(loss_sum) / max(seen, 1)
-        if not torch.isfinite(torch.tensor(train_loss)):
-            history["diverged"] = [1.0]
-            break
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-        history["train_loss"].append(train_loss)
-        history["train_accuracy"].append(float(correct) / max(seen, 1))
-        history["val_loss"].append(val_loss)
-        history["val_accuracy"].append(val_acc)
-        if on_epoch is not None:
-            on_epoch(epoch, history)
+    ctx = RUNNING.get()
+    if ctx is not None:
+        ctx.runs += 1
+    label = f"[{ctx.name}] training run {ctx.runs}" if ctx is not None else "training"
+    with progress_bar(epochs * (n // batch_size), label, ctx is not None and ctx.progress) as advance:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = torch.randperm(n, device=data.x_train.device, generator=generator)
+            loss_sum = torch.zeros((), device=data.x_train.device)
+            correct = torch.zeros((), device=data.x_train.device)
+            seen = 0
+            for start in range(0, n - batch_size + 1, batch_size):
+                idx = order[start : start + batch_size]
+                x, y = data.x_train[idx], data.y_train[idx]
+                targets = y
+                if augment is not None:
+                    x, targets = augment(x, y)
+                logits = model(x)
+                loss = F.cross_entropy(logits, targets)
+                total = loss + penalty(model) if penalty is not None else loss
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                step += 1
+                advance()
+                if on_step is not None:
+                    on_step(step, model)
+            train_loss = float(loss_sum) / max(seen, 1)
+            if not torch.isfinite(torch.tensor(train_loss)):
+                history["diverged"] = [1.0]
+                break
+            val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+            history["train_loss"].append(train_loss)
+            history["train_accuracy"].append(float(correct) / max(seen, 1))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_acc)
+            if on_epoch is not None:
+                on_epoch(epoch, history)
     return history
 
 

@@ -1,4 +1,4 @@
-"""The built-in callbacks: progress, metrics.csv, early stopping and checkpoints. The base class
+"""The built-in callbacks: progress, metrics.csv, steps.csv, early stopping and checkpoints. The base class
 `Callback` (Keras-style hooks into the loop, run in ascending `order`) lives beside the loop in
 trainer.py and is re-exported here.
 
@@ -20,7 +20,7 @@ from trainlab.training.trainer import Callback, Trainer, TrainingDiverged
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CSVLogger", "Callback", "Checkpointer", "EarlyStopping", "ProgressBar"]
+__all__ = ["CSVLogger", "Callback", "Checkpointer", "EarlyStopping", "ProgressBar", "StepLogger"]
 
 
 class ProgressBar(Callback):
@@ -87,6 +87,41 @@ class CSVLogger(Callback):
         columns = list(dict.fromkeys(k for row in trainer.history for k in row))
         lines = [",".join(columns)]
         lines += [",".join(format_cell(row.get(c, "")) for c in columns) for row in trainer.history]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+
+class StepLogger(Callback):
+    """steps.csv with one row per optimisation step: step (global, from 1), epoch, loss, lr; rewritten
+    atomically at each epoch end. The losses come from the trainer's own per-step device buffer, read
+    once per epoch after the trainer has read it itself, so a step costs no extra host-device sync; the
+    learning rate is a host float already. The rows and the epoch in flight's learning rates are this
+    callback's state, so a resumed run (mid-epoch too) writes the same file as an uninterrupted one."""
+
+    order = 50
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[list[float]] = []  # [step, epoch, loss, lr] of the finished epochs
+        self.lrs: list[float] = []  # the learning rate of each step of the epoch in flight
+        self.losses: torch.Tensor | None = None  # the trainer's per-step loss buffer of that epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "lrs": self.lrs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows, self.lrs = [list(row) for row in state["rows"]], list(state["lrs"])
+
+    def on_train_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        self.losses = trainer.progress["losses"]
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        steps = len(self.lrs)
+        losses = self.losses[:steps].tolist() if steps else []
+        first = trainer.global_step - steps + 1
+        self.rows += [[first + i, epoch, loss, lr] for i, (loss, lr) in enumerate(zip(losses, self.lrs))]
+        self.lrs, self.losses = [], None
+        lines = ["step,epoch,loss,lr"] + [f"{s},{e},{loss:.6g},{lr:.6g}" for s, e, loss, lr in self.rows]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
 
 

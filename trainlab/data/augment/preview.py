@@ -85,11 +85,16 @@ def preview_command(
         originals, num_classes = pick_images(dataset, n_images, seed)
     else:
         raise ConfigError("augment preview needs --dataset NAME or --image FILE")
+    save_png_atomically(preview_grid(originals, spec, n_aug, seed, num_classes), out)
+    source = image or dataset
+    return f"wrote {out}: {len(originals)} image(s) of {source}, each with {n_aug} augmentations of {spec!r}"
+
+
+def preview_grid(originals: torch.Tensor, spec: str, n_aug: int, seed: int, num_classes: int) -> np.ndarray:
+    """uint8 images (N, C, H, W) -> the (H', W', 3) grid: per row an original, then n_aug augmented."""
     n, c, h, w = originals.shape
     aug = Augment(spec, seed=seed, num_classes=max(num_classes, 2))
     batch = originals.repeat_interleave(n_aug, 0)  # (n * n_aug, C, H, W)
     augmented, _ = aug(batch, torch.zeros(len(batch), dtype=torch.long))
     rows = torch.cat((originals[:, None], augmented.view(n, n_aug, c, h, w)), 1)
-    save_png_atomically(tile_grid(rows), out)
-    source = image or dataset
-    return f"wrote {out}: {n} image(s) of {source}, each with {n_aug} augmentations of {spec!r}"
+    return tile_grid(rows)

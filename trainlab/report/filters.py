@@ -1,0 +1,92 @@
+"""What the convolution lectures draw (CS231n, "Convolutional Neural Networks"): the first layer's
+learned filters, and the activation maps of one image at each stage ("6 filters give 6 activation
+maps"). A stage is a run of consecutive modules whose (B, C, H, W) outputs keep one spatial size; its map
+is the last such output, so a stage ends where the network pools or strides down."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trainlab.report.figures import plt
+
+MAX_MAPS = 16  # channels drawn per stage
+
+
+def first_conv_weight(model: nn.Module) -> torch.Tensor | None:
+    """The weight (C_out, C_in, kH, kW) of the first module, in definition order, that has a 4-D one."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 4:
+            return weight.detach().float().cpu()
+    return None
+
+
+def filters_figure(weight: torch.Tensor):
+    """One tile per filter, each scaled to its own range; RGB when the layer reads 3 channels, else
+    channel 0 in grey."""
+    count = weight.shape[0]
+    cols = min(count, 16)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.7 * cols, 0.7 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, w in zip(axes.flat, weight):
+        w = (w - w.min()) / (w.max() - w.min()).clamp_min(1e-12)  # (C_in, kH, kW) in [0, 1]
+        rgb = w.shape[0] == 3
+        ax.imshow(w.permute(1, 2, 0).numpy() if rgb else w[0].numpy(), cmap=None if rgb else "gray")
+    size = "x".join(map(str, weight.shape[2:]))
+    fig.suptitle(f"First layer: {count} filters of {size}", fontsize=9)
+    return fig
+
+
+@torch.no_grad()
+def stage_activations(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """(module name, activation (C, H, W)) at the end of each stage, for one input x (1, C, H, W)."""
+    outputs: list[tuple[str, torch.Tensor]] = []
+
+    def record(name):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                outputs.append((name, output[0].detach().float().cpu()))
+
+        return hook
+
+    named = [(name, m) for name, m in model.named_modules() if name]
+    handles = [m.register_forward_hook(record(name)) for name, m in named]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    stages: list[tuple[str, torch.Tensor]] = []
+    for name, out in outputs:  # hooks fire as modules finish: a container after its children
+        if stages and stages[-1][1].shape[1:] == out.shape[1:]:
+            stages[-1] = (name, out)
+        else:
+            stages.append((name, out))
+    return stages
+
+
+def activations_figure(image: torch.Tensor, stages: list[tuple[str, torch.Tensor]]):
+    """The input image, then one row per stage with up to MAX_MAPS of its channels."""
+    fig, axes = plt.subplots(
+        len(stages) + 1, MAX_MAPS, figsize=(0.9 * MAX_MAPS, 1.05 * (len(stages) + 1)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    picture = image.cpu().numpy()
+    axes[0, 0].imshow(picture[0] if picture.shape[0] == 1 else picture[:3].transpose(1, 2, 0), cmap="gray")
+    axes[0, 0].set_title("input", fontsize=7)
+    for row, (name, maps) in zip(axes[1:], stages):
+        channels, h, w = maps.shape
+        for j, (ax, m) in enumerate(zip(row, maps[:MAX_MAPS])):
+            ax.imshow(m.numpy(), cmap="viridis")
+            if j == 0:
+                ax.set_title(f"{name}: {channels}x{h}x{w}", fontsize=7, loc="left", parse_math=False)
+    return fig
