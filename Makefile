@@ -3,7 +3,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2  # pytest-xdist: two workers, one torch thread each (tests/conftest.py)
 
 .PHONY: demo test install data browser lint format bench clean
 

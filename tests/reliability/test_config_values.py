@@ -153,7 +153,14 @@ def outside(rule, hint_is_int: bool) -> list:
     raise AssertionError(f"no out-of-range values for {rule!r}: add them here")
 
 
-ANOTHER_KIND = object()  # no field takes an arbitrary object
+class AnotherKind:
+    """No field takes an arbitrary object. A fixed repr keeps test ids the same in every process."""
+
+    def __repr__(self) -> str:
+        return "AnotherKind()"
+
+
+ANOTHER_KIND = AnotherKind()
 
 
 def field_cases():
