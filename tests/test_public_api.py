@@ -35,6 +35,8 @@ SCRIPT = textwrap.dedent(
     model = trainlab.create_model("resnet18", in_channels=1, num_classes=10, act="leaky_relu", norm="group")
     trainlab.init_model(model, "kaiming_normal")
     trainlab.create_task("regression", loss="l1")
+    exported = trainlab.export_onnx(sys.argv[1], sys.argv[1] + "/model.onnx", progress=False)
+    assert exported.max_abs_diff <= 1e-5 * max(1.0, exported.max_abs_output)
     assert issubclass(trainlab.Trainer, object) and issubclass(trainlab.Callback, object)
     print("ok")
     """

@@ -9,6 +9,7 @@ The public API, imported lazily so that `trainlab --help` starts fast:
     trainlab.create_activation("leaky_relu", slope=0.1)
     trainlab.init_model(model, "kaiming_normal");  trainlab.fold_batchnorm(model)
     trainlab.Standardizer("zca_whiten");  trainlab.Augment("hflip,translate=2")
+    trainlab.export_onnx("runs/x", "model.onnx");  trainlab.compare_runs(["runs/x", "runs/y"], "c.html")
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _API = {
     "Augment": "trainlab.data.augment",
     "load_trained": "trainlab.predict",
     "run_experiment": "trainlab.experiments",
+    "export_onnx": "trainlab.export",
+    "compare_runs": "trainlab.report.compare",
 }
 __all__ = sorted(_API)
 
