@@ -33,12 +33,10 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch) -> Path:
-    """A generated 'mnist' with 300 train / 100 test images whose class is written in the pixels
-    (class k lights up row block k), so a model can learn it in a few steps. Sets TRAINLAB_DATA."""
+def write_tiny_mnist(root: Path) -> Path:
+    """A generated 'mnist' in `root`: 300 train / 100 test images whose class is written in the pixels
+    (class k lights up row block k), so a model can learn it in a few steps."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "data" / "mnist"
     root.mkdir(parents=True)
     for split, n in (("train", 300), ("t10k", 100)):
         labels = rng.integers(0, 10, n).astype(np.uint8)
@@ -47,8 +45,14 @@ def tiny_mnist(tmp_path, monkeypatch) -> Path:
             images[i, 2 * k + 4 : 2 * k + 6, 4:24] = 250
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "data"))
     return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch) -> Path:
+    """write_tiny_mnist in a tmp dir, with TRAINLAB_DATA pointing at it."""
+    monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "data"))
+    return write_tiny_mnist(tmp_path / "data" / "mnist")
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,9 @@ augmentation and diagnostics on, so that every section of report.html is drawn."
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from tests.conftest import write_idx
+from tests.conftest import write_tiny_mnist
 
 
 @pytest.fixture(scope="package")
@@ -15,15 +14,7 @@ def tiny_run(tmp_path_factory):
     from trainlab.run import train
 
     root = tmp_path_factory.mktemp("report")
-    rng = np.random.default_rng(0)
-    (root / "data" / "mnist").mkdir(parents=True)
-    for split, n in (("train", 300), ("t10k", 100)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, k in enumerate(labels):
-            images[i, 2 * k + 4 : 2 * k + 6, 4:24] = 250  # the class is written in the pixels
-        write_idx(root / "data" / "mnist" / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / "data" / "mnist" / f"{split}-labels-idx1-ubyte.gz", labels)
+    write_tiny_mnist(root / "data" / "mnist")
     overrides = {
         "data.dataset": "mnist",
         "model.name": "lenet5",

@@ -13,10 +13,9 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.conftest import write_idx
+from tests.conftest import write_tiny_mnist
 from tests.report.browser import check_page, require_chromium
 from trainlab.cli import main
 from trainlab.config import load_config
@@ -40,20 +39,6 @@ RUNS = {"seed0": {}, "seed1": {"train.seed": 1}, "lr": {"optim.lr": 0.01}}
 TEST_IMAGES = 100  # the generated test split
 DISPLAY = 0.5e-4 + 1e-12  # the page prints 4 decimals; plus float64 rounding of a tie
 Z975 = 1.959963984540054  # the standard normal's 0.975 quantile
-
-
-def write_tiny_mnist(root: Path) -> None:
-    """tests/conftest.py's tiny_mnist, which is function-scoped: 300 train / 100 test images whose class
-    k lights up row block k."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    for split, n in (("train", 300), ("t10k", 100)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, k in enumerate(labels):
-            images[i, 2 * k + 4 : 2 * k + 6, 4:24] = 250
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
 
 
 @pytest.fixture(scope="module")
