@@ -12,8 +12,9 @@ from trainlab.models import create_model, list_models, model_options
 from trainlab.models.googlenet import GoogLeNetOutputs
 from trainlab.models.resnet import BasicBlock, Bottleneck
 from trainlab.nn.activations import create_activation
-from trainlab.nn.layers import ResidualBlock, conv_output_size
+from trainlab.nn.layers import ResidualBlock
 from trainlab.nn.norm import create_norm
+from trainlab.nn.shapes import conv_output_size
 
 # Published totals with 1000 classes and biases (torchvision's counts for the same architectures).
 PUBLISHED_PARAMS = {

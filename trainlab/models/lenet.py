@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import register_model
-from trainlab.nn.layers import conv_norm_act, conv_output_size, linear_norm_act
+from trainlab.nn.layers import conv_norm_act, linear_norm_act
+from trainlab.nn.shapes import conv_output_size
 
 
 class LeNet5(nn.Module):

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainlab.errors import ConfigError
 from trainlab.nn.activations import ACTIVATIONS, create_activation
 from trainlab.nn.norm import create_norm
 from trainlab.nn.regularize import create_dropout
@@ -31,21 +30,6 @@ class ResidualBlock(nn.Module):
     def branch_layers(self) -> list[nn.Module]:
         """The conv / linear layers along the residual branch F, input side first."""
         raise NotImplementedError
-
-
-def conv_output_size(n: int, f: int, p: int = 0, s: int = 1) -> int:
-    """Spatial output size of a convolution or pooling: (N + 2P - F) / stride + 1.
-
-    N is the input size, F the filter size, P the padding on each side. Raises ConfigError when the
-    filter does not tile the padded input exactly (the lectures' "doesn't fit" case, e.g. N=7, F=3, S=3).
-    """
-    span = n + 2 * p - f
-    if span < 0 or span % s:
-        raise ConfigError(
-            f"conv output size (N + 2P - F) / stride + 1 = ({n} + 2*{p} - {f}) / {s} + 1 = {span / s + 1:g} "
-            "is not a positive integer; change the padding, filter size or stride"
-        )
-    return span // s + 1
 
 
 def layer_norm_act(layer: nn.Module, norm: nn.Module, act: str | dict) -> list[nn.Module]:

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from trainlab.errors import ConfigError, TrainlabError
+from trainlab.errors import TrainlabError
 from trainlab.nn.activation_formulas import FORMULAS
+from trainlab.nn.shapes import conv_output_size
 from trainlab.scratch.init import create_init
 from trainlab.scratch.layers import Activation, Affine, Flatten, Layer
 from trainlab.scratch.model import Sequential
@@ -172,18 +173,6 @@ class AvgPool2d(Layer):
         return f"AvgPool2d({self.kernel}, stride={self.stride})"
 
 
-def output_size(n: int, f: int, p: int = 0, s: int = 1) -> int:
-    """(N + 2P - F) / stride + 1, or a ConfigError where the filter does not tile the padded input, as
-    trainlab.nn.layers.conv_output_size says it for the torch models (that module imports torch)."""
-    span = n + 2 * p - f
-    if span < 0 or span % s:
-        raise ConfigError(
-            f"conv output size (N + 2P - F) / stride + 1 = ({n} + 2*{p} - {f}) / {s} + 1 = {span / s + 1:g} "
-            "is not a positive integer; change the padding, filter size or stride"
-        )
-    return span // s + 1
-
-
 def lenet5(
     in_channels: int = 1,
     num_classes: int = 10,
@@ -203,8 +192,8 @@ def lenet5(
     k = options.get("k", 2) if FORMULAS.canonical(name) == "maxout" else 1
     rng = np.random.default_rng(seed)
     pad = max(0, (32 - image_size) // 2)  # grow small digits to the 32x32 the layer sizes assume
-    size = output_size(output_size(image_size, 5, pad), 2, 0, 2)  # after C1, S2
-    size = output_size(output_size(size, 5), 2, 0, 2)  # after C3, S4
+    size = conv_output_size(conv_output_size(image_size, 5, pad), 2, 0, 2)  # after C1, S2
+    size = conv_output_size(conv_output_size(size, 5), 2, 0, 2)  # after C3, S4
     layers = [
         Conv2d(in_channels, k * 6, 5, padding=pad, init=init, rng=rng, dtype=dtype),  # C1
         Activation(name, **options),
