@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import settings
+from PIL import Image
 
 # One intra-op thread: on a 2-core machine shared with anything else, two OpenMP threads spin at every
 # barrier and small ops run tens of times slower (measured: 1.2 s vs 30 ms per SpeedNet step at batch 64).
@@ -79,3 +80,17 @@ def force_accelerator_path(monkeypatch):
         return calls
 
     return force
+
+
+def image_folder(root, classes=("dark", "light"), splits=("train", "test"), per_class=6):
+    """root/<split>/<class>/<i>.png, 8x8 grey; the classes differ in brightness."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class if split == "train" else 2):
+                Image.fromarray((rng.integers(0, 60, (8, 8)) + 150 * k).astype(np.uint8)).save(
+                    folder / f"{i}.png"
+                )
+    return root

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save
 
-from tests.reliability.test_splits_and_outputs import image_folder
+from tests.conftest import image_folder
 from trainlab.cli import main
 from trainlab.config import Config, load_config
 from trainlab.errors import DataError, TrainlabError

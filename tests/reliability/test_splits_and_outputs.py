@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tests.conftest import write_idx
+from tests.conftest import image_folder, write_idx
 from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.data import formats
@@ -37,20 +37,6 @@ TINY_RUN = {"model.name": "mlp", "train.epochs": 1, "data.batch_size": 4, "data.
 def strict_json(path):
     """json.loads that refuses NaN and Infinity, which Python writes by default and no JSON parser reads."""
     return json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path}: {name} in JSON"))
-
-
-def image_folder(root, classes=("dark", "light"), splits=("train", "test"), per_class=6):
-    """root/<split>/<class>/<i>.png, 8x8 grey; the classes differ in brightness."""
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for k, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class if split == "train" else 2):
-                Image.fromarray((rng.integers(0, 60, (8, 8)) + 150 * k).astype(np.uint8)).save(
-                    folder / f"{i}.png"
-                )
-    return root
 
 
 def idx_dataset(root, train_shape, test_shape, name="mnist"):
