@@ -21,8 +21,18 @@ LAYERS = [
     {"inference"},
     {"training"},
     {"diagnose", "report", "scratch"},
-    {"run", "rundir", "scratch_run", "predict", "experiments", "export"},
-    {"catalog", "cli"},
+    {
+        "run",
+        "rundir",
+        "launch",
+        "scratch_run",
+        "predict",
+        "experiments",
+        "export",
+        "ensemble",
+        "transfer_run",
+    },  # fmt: skip
+    {"catalog", "cli", "__main__"},
 ]
 LAYER = {top: level for level, tops in enumerate(LAYERS) for top in tops}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 from datetime import datetime
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from trainlab.errors import TrainlabError
+from trainlab.launch import EXIT_LOST_PEER
 
 EXIT_BAD_INPUT = 2
 
@@ -64,7 +66,19 @@ def cmd_train(args: argparse.Namespace) -> None:
             else Path("runs")
             / f"{cfg.data.dataset.replace(':', '_').replace('/', '_')}-{cfg.model.name}-{stamp}"
         )
+    if args.nproc is not None:  # the ranks run this command again, each with its own process
+        from trainlab.launch import launch, worker_command
+
+        if distributed_rank() is not None:
+            raise TrainlabError("--nproc: this process is a rank of a torchrun job already; drop --nproc")
+        from trainlab.training.distributed import check_global_batch
+
+        check_global_batch(cfg.data.batch_size, args.nproc)
+        launch(args.nproc, worker_command(args.argv, str(out), bool(args.resume)))
+        return
     result = train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
+    if distributed_rank() not in (None, 0):  # rank 0 speaks for a distributed run
+        return
     for note in result.notes:
         print(note)
     s = result.summary
@@ -82,13 +96,21 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from trainlab.predict import evaluate_run
+    from trainlab.ensemble.evaluate import evaluate_directory
 
-    result = evaluate_run(args.run_dir, args.device)
+    result = evaluate_directory(args.run_dir, args.device)  # a run, or an ensemble (docs/ensembles.md)
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items() if k.startswith("test_")))
+    shown = [k for k in result if k.startswith("test_") or k == "temperature"]
+    print("  ".join(f"{k.replace('_', ' ')} {result[k]:.4f}" for k in shown))
+    if "member_test_accuracy" in result:
+        members = ", ".join(f"{a:.4f}" for a in result["member_test_accuracy"])
+        print(
+            f"{result['ensemble_members']} members: test accuracy {members}; disagreement "
+            f"{result['member_disagreement']:.4f}; deep-ensemble equivalent "
+            f"{result['deep_ensemble_equivalent']:.2f}"
+        )
     if "confusion_matrix" not in result:
         return
     print()
@@ -101,11 +123,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from trainlab.predict import load_trained, predict_files
+    from trainlab.ensemble.evaluate import load_directory
+    from trainlab.predict import predict_files
 
     if args.top_k < 1:
         raise TrainlabError(f"--top-k must be at least 1, got {args.top_k}")
-    results = predict_files(load_trained(args.run_dir, args.device), args.files, args.top_k)
+    results = predict_files(load_directory(args.run_dir, args.device), args.files, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
     for item in results:
@@ -123,6 +146,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise TrainlabError(f"{failed} of {len(results)} files could not be predicted (see above)")
 
 
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from trainlab.ensemble.build import build_ensemble
+    from trainlab.io import read_json
+
+    manifest = build_ensemble(args.run_dirs, args.out, args.combine, args.overwrite)
+    print(f"ensemble of {len(read_json(manifest)['members'])} members: {manifest}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from trainlab.export import export_onnx
 
@@ -130,7 +161,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     shape = ", ".join(map(str, e.input_shape))
     print(
         f"{e.path}: uint8 images [{shape}] -> {e.output}, preprocessing {e.preprocess}"
-        f"{', TTA' if e.tta else ''}; onnxruntime agrees with torch to {e.max_abs_diff:.2g} "
+        f"{f', TTA {e.tta}' if e.tta else ''}; onnxruntime agrees with torch to {e.max_abs_diff:.2g} "
         f"(outputs up to {e.max_abs_output:.2g})"
     )
 
@@ -207,6 +238,18 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     options = dict(quick=args.quick, out=args.out, device=args.device, seeds=args.seeds)
     result = run_experiment(args.name, **options, progress=not args.quiet)
     print(result["message"])
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from trainlab.transfer_run import run_transfer
+
+    out = args.out or f"runs/transfer-{args.scenario}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    result = run_transfer(
+        args.scenario, args.dataset, args.source, out, args.set, args.keep, args.overwrite, not args.quiet
+    )
+    accuracies = ", ".join(f"{k} {v:.4f}" for k, v in result["runs"].items() if v is not None)
+    chosen = f"; kept {result['chosen']} (better validation accuracy)" if len(result["runs"]) > 1 else ""
+    print(f"{args.scenario} from {result['source']}: test accuracy {accuracies}{chosen} -> {out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -294,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue an interrupted run (--epochs N: a finished one, to N)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument(
+        "--nproc", type=int, metavar="N", help="train on N processes through torchrun (docs/distributed.md)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -311,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ensemble", help="an ensemble of finished runs (same dataset and classes)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="the ensemble directory to write")
+    p.add_argument("--combine", default="mean_prob", choices=["mean_prob", "mean_logit", "vote", "weighted"])
+    p.add_argument("--overwrite", action="store_true", help="replace the ensemble already in --out")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("export", help="write a run's model, preprocessing and TTA as one ONNX graph")
     p.add_argument("run_dir")
@@ -357,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the result")
     p.set_defaults(func=cmd_experiment)
 
+    p = sub.add_parser("transfer", help="a transfer-learning recipe of the lectures (docs/transfer.md)")
+    p.add_argument("scenario", help="small-similar, small-different, large-similar or large-different")
+    p.add_argument("--dataset", required=True, help="the target, e.g. digits or fashion-mnist:classes=5-9")
+    p.add_argument("--source", metavar="RUN_DIR", help="default: cpu-fast on Fashion-MNIST 0-4, cached")
+    p.add_argument("--keep", type=int, metavar="K", help="small-different: stages kept (default: half)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
+    p.add_argument("--out", help="run directory (default: runs/transfer-<scenario>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_transfer)
+
     p = sub.add_parser("compare", help="finished runs side by side: config diff, curves, CIs, confusion")
     p.add_argument("runs", nargs="+", metavar="RUN", help="two or more finished run directories")
     p.add_argument("--out", default="compare.html", help="the page to write (default: compare.html)")
@@ -393,9 +459,29 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"trainlab: warning: {message}\n"
 
 
+def distributed_rank() -> int | None:
+    """This process's rank when torchrun started it as one of several, else None (read from torchrun's
+    environment, so that no command imports torch for it)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return int(os.environ.get("RANK", "0"))
+
+
+def rank_prefix() -> str:
+    rank = distributed_rank()
+    return "" if rank is None else f"rank {rank}: "
+
+
+def lost_peer(e: RuntimeError) -> bool:
+    """A collective of a distributed run that failed because another rank died or timed out."""
+    names = {cls.__name__ for cls in type(e).__mro__}
+    return distributed_rank() is not None and bool(names & {"DistError"} or "gloo" in str(e))
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = one_line_warning
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc` hands the ranks
     try:
         args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is a BrokenPipeError below, not at exit
@@ -405,8 +491,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except TrainlabError as e:
-        print(f"trainlab: error: {e}", file=sys.stderr)
+        print(f"trainlab: error: {rank_prefix()}{e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as e:
+        if not lost_peer(e):
+            raise
+        # gloo's "[file.cc:537] Read error [host]:port: Connection reset by peer. This is typically ..."
+        first = (str(e).strip() or type(e).__name__).splitlines()[0]
+        first = re.sub(r"^\[[^\]]*\] ", "", first).split(". ")[0]
+        print(f"trainlab: error: {rank_prefix()}lost contact with another rank ({first})", file=sys.stderr)
+        return EXIT_LOST_PEER
     except OSError as e:
         print(f"trainlab: error: {e}", file=sys.stderr)
         return 1

@@ -8,11 +8,11 @@ field's type and rule, whatever it comes from (recipe, --set, config.json, code)
 ConfigError naming the key, the value and what is allowed, before any work starts. Unknown keys are
 rejected with the closest valid name.
 
-Keys under `model.` other than `name`, `init` and `init_options` are options of the chosen model: their
-values are checked here against MODEL_OPTIONS (widths, act, dropout, ...), and whether the model takes
-them, and whether a name (act, norm) is registered, by trainlab.models.factory against the model's
-signature: the registries live in layers above this one. The resolved config is saved as config.json in
-the run and inside every checkpoint.
+Keys under `model.` other than `name`, `init`, `init_options`, `pretrained` and `keep_stages` are options
+of the chosen model: their values are checked here against MODEL_OPTIONS (widths, act, dropout, ...), and
+whether the model takes them, and whether a name (act, norm) is registered, by trainlab.models.factory
+against the model's signature: the registries live in layers above this one. The resolved config is saved
+as config.json in the run and inside every checkpoint.
 """
 
 from __future__ import annotations
@@ -238,6 +238,8 @@ class DataConfig(Section):
     )
     val_size: int = checked(COUNT_OR_ZERO, 5000)  # images held out of the training set, seeded
     limit_train: int | None = checked(COUNT, None)  # use only the first N training images (after the split)
+    # keep N training images of each class (after the split and limit_train), seeded and stratified
+    per_class: int | None = checked(COUNT, None)
     preprocess: str = checked(listed("preprocessing", "a preprocessing"), "channel_mean_std")
     preprocess_options: dict = checked(Table("a table of data.preprocess options"), default_factory=dict)
     # spec string, e.g. "hflip,translate=2", or a TOML table {hflip = {}, ...}; parsed by data.augment
@@ -257,6 +259,9 @@ class ModelConfig(Section):
     init: str | None = checked(listed("initializers", "an initializer"), None)
     init_options: dict = checked(Table("a table of model.init options"), default_factory=dict)
     options: dict = checked(ModelOptions(), default_factory=dict)  # model-specific: act, norm, dropout, ...
+    # transfer (docs/transfer.md): weights from a run directory or a .safetensors file, head excluded
+    pretrained: str | None = checked(Name("a run directory or a .safetensors file"), None)
+    keep_stages: int | None = checked(COUNT, None)  # cut after the first k named stages, new head
 
 
 @dataclass
@@ -276,6 +281,9 @@ class OptimConfig(Section):
     eps: float = checked(POSITIVE, 1e-8)
     # Fixup's scalars train at lr x this (the paper's code)
     fixup_scalar_lr_scale: float = checked(NON_NEGATIVE, 0.1)
+    # discriminative rates (fastai's slice): the first stage trains at lr x lr_mult, each later stage
+    # geometrically faster, the head at lr
+    lr_mult: float = checked(Range(0, 1, open_low=True), 1.0)
 
 
 @dataclass
@@ -287,6 +295,8 @@ class ScheduleConfig(Section):
     pct_start: float = checked(FRACTION, 0.25)  # onecycle: share of training spent rising to the peak lr
     # cosine / onecycle: lr at the end, as a fraction of the peak
     final_lr_frac: float = checked(FRACTION, 0.0)
+    # cyclic_cosine: restarts of the cosine (Huang et al. 2017); None = ensemble.snapshots, or 1
+    cycles: int | None = checked(COUNT, None)
 
 
 @dataclass
@@ -320,6 +330,39 @@ class TrainConfig(Section):
     # also a resume checkpoint every N steps in an epoch; 0 = off
     checkpoint_steps: int = checked(COUNT_OR_ZERO, 0)
     diagnose: bool = False  # activation / gradient diagnostics callbacks
+    # SyncBatchNorm over the global batch in a distributed CUDA run (docs/distributed.md)
+    sync_bn: bool = False
+    # transfer (docs/transfer.md): "none", "backbone" (all but the head) or "stages:1-3" (1-based)
+    freeze: str = checked(
+        Name("none, backbone or stages:A-B", r"none|backbone|stages:\d{1,4}(-\d{1,4})?"), "none"
+    )
+    frozen_bn: str = checked(OneOf(("eval", "train")), "eval")  # eval: frozen BN keeps its statistics
+    unfreeze_at: int | None = checked(Range(2, INT32_MAX), None)  # the frozen stages train from this epoch
+    # weight averaging (docs/averaging.md): SWA of the weights at the end of epochs swa_start.. (None = off)
+    swa_start: int | None = checked(COUNT, None)
+    swa_lr: float | None = checked(POSITIVE, None)  # the lr from epoch swa_start on; None = the schedule's
+    # constant, or cyclic: each epoch from swa_lr down to swa_lr / 100 (Izmailov et al. 2018)
+    swa_anneal: str = checked(OneOf(("constant", "cyclic")), "constant")
+    average_top_k: int | None = checked(COUNT, None)  # average the k best epochs' weights (by validation)
+    update_bn: bool = True  # recompute batch-norm statistics on the training images after any averaging
+
+
+@dataclass
+class EvalConfig(Section):
+    # test-time augmentation policy: none | flip | shift=N | flip,shift=N (trainlab.tasks.tta);
+    # None = train.tta's (true: flip)
+    tta: str | None = checked(Name("a test-time augmentation policy, e.g. 'flip' or 'flip,shift=2'"), None)
+
+
+@dataclass
+class EnsembleConfig(Section):
+    snapshots: int = checked(COUNT_OR_ZERO, 0)  # snapshot ensemble: a model at each cycle's end; 0 = off
+    # independent members (docs/ensembles.md), seeds train.seed + 0..M-1, trained as one vectorised model
+    members: int = checked(Range(1, 64), 1)
+    # how members' outputs combine (trainlab.ensemble.combine)
+    combine: str = checked(OneOf(("mean_prob", "mean_logit", "vote", "weighted")), "mean_prob")
+    # auto: grouped convolutions where they reproduce every member, else one member after another
+    engine: str = checked(OneOf(("auto", "grouped", "sequential")), "auto")
 
 
 @dataclass
@@ -335,6 +378,8 @@ SECTIONS = (
     ScheduleConfig,
     PenaltyConfig,
     TrainConfig,
+    EvalConfig,
+    EnsembleConfig,
     LogConfig,
 )
 
@@ -348,6 +393,8 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     log: LogConfig = field(default_factory=LogConfig)
     recipe: str | None = None
 

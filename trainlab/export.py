@@ -4,7 +4,8 @@ The graph is the run's own inference path (trainlab.inference.Predictor), traced
 
     images uint8 (N, C, H, W) -> float in [0, 1] -> the fitted preprocessing (trainlab.data.preprocess:
     its statistics become constants, the pca modes' projection to (N, k) included) -> the model in eval
-    mode -> with test-time augmentation, the mean over the image and its mirror (Task.infer)
+    mode -> with a test-time augmentation policy (trainlab.tasks.tta: flip, shift=N), the mean over
+    its views (Task.infer: the shifts are an edge pad and slices, so every policy is in the graph)
     -> float32 (N, K): a classifier's logits, another task's outputs
 
 The batch size N is dynamic; C, H and W are the run's. The graph computes in float32: a run's bf16 is
@@ -39,6 +40,7 @@ from trainlab.inference import Predictor
 from trainlab.io import atomic_write_bytes
 from trainlab.predict import TrainedModel, load_trained
 from trainlab.progress import progress_bar
+from trainlab.tasks.tta import TTAPolicy
 
 EXTRA = "pip install 'trainlab[onnx]'"
 OPSET = 17  # onnxruntime >= 1.14 runs it; every op these graphs use is in it
@@ -89,7 +91,7 @@ class Exported:
     input_shape: list[int | str]  # ["batch", C, H, W], uint8
     output: str  # logits or outputs
     preprocess: str
-    tta: bool
+    tta: TTAPolicy  # false when the graph has no test-time augmentation
     max_abs_diff: float  # onnxruntime against torch on the check batch
     max_abs_output: float
 
@@ -115,6 +117,7 @@ def export_predictor(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", "The feature will be removed")
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1")  # a TTA shift's slices
         torch.onnx.export(
             graph,
             (torch.zeros(2, *image_shape, dtype=torch.uint8),),

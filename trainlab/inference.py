@@ -2,7 +2,7 @@
 `trainlab predict` all go through a Predictor, so they see the same weights (the EMA copy when it is
 on), the same preprocessing, the same precision and memory format, and the same test-time augmentation.
 
-    predictor = Predictor(model, task, transform=standardizer, tta=True)
+    predictor = Predictor(model, task, transform=standardizer, tta="flip,shift=2")
     outputs, targets = predictor.run(loader)      # float32 outputs over a whole split
     metrics = evaluate_split(predictor, loader, classes)   # {"test_loss": ..., "test_accuracy": ...}
 """
@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from trainlab.data.preprocess import as_float01
+from trainlab.data.shard import gather_rows, gather_targets
 from trainlab.errors import ConfigError
 from trainlab.tasks.base import Task, concat
+from trainlab.tasks.tta import TTAPolicy, parse_tta
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,9 +50,12 @@ class Predictor:
     model: nn.Module
     task: Task
     transform: Transform | None = None
-    tta: bool = False
+    tta: bool | str | TTAPolicy = False  # a policy (trainlab.tasks.tta); True is "flip"
     bf16: bool = False
     channels_last: bool = False
+
+    def __post_init__(self):
+        self.tta = parse_tta(self.tta)
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         return model_input(as_float01(images), self.transform, self.channels_last)
@@ -67,11 +72,15 @@ class Predictor:
         return outputs
 
     def run(self, loader: Iterable) -> tuple[torch.Tensor, Any]:
-        """(outputs, targets) over every batch of `loader`, joined along the first dimension."""
+        """(outputs, targets) over every batch of `loader`, joined along the first dimension. A loader
+        sharded across ranks (its `block`, trainlab.data.shard) yields this rank's batches; the ranks'
+        outputs are gathered in rank order, so every rank returns those of the whole split."""
         outputs, targets = [], []
         for images, batch_targets in loader:
             outputs.append(self.outputs(images))
             targets.append(batch_targets)
+        if getattr(loader, "block", None) is not None:  # never empty: see shard_evaluation
+            return gather_rows(torch.cat(outputs)), gather_targets(concat(targets))
         if not outputs:
             return torch.zeros(0), torch.zeros(0, dtype=torch.long)
         return torch.cat(outputs), concat(targets)
@@ -86,8 +95,16 @@ def evaluate_split(
 
 
 def evaluate_outputs(
-    task: Task, outputs: torch.Tensor, targets: Any, classes: list[str], prefix: str = "test_"
+    task: Task,
+    outputs: torch.Tensor,
+    targets: Any,
+    classes: list[str],
+    prefix: str = "test_",
+    val: tuple[torch.Tensor, Any] | None = None,
 ) -> dict[str, Any]:
-    """evaluate_split on outputs already computed (the run keeps them for its report's gallery)."""
+    """evaluate_split on outputs already computed (the run keeps them for its report's gallery), with
+    the task's calibration metrics; `val`, the validation split's (outputs, targets), fits the
+    temperature of temperature scaling."""
     metrics = {f"{prefix}{k}": v for k, v in task.evaluate(outputs, targets).items()}
+    metrics.update(task.calibration(outputs, targets, val, prefix))
     return {**metrics, **(task.report(outputs, targets, classes) if len(outputs) else {})}

@@ -26,11 +26,12 @@ from trainlab.config import Config
 from trainlab.data import formats
 from trainlab.data.datasets import ImageDataset, load_dataset
 from trainlab.data.preprocess import Standardizer
-from trainlab.data.splits import test_loader
+from trainlab.data.splits import make_loaders, test_loader
 from trainlab.device import resolve_device
 from trainlab.errors import ConfigError, DataError, TrainlabError
-from trainlab.inference import Predictor, evaluate_split, uses_bf16, uses_channels_last
+from trainlab.inference import Predictor, evaluate_outputs, uses_bf16, uses_channels_last
 from trainlab.tasks import task_from_config
+from trainlab.tasks.tta import tta_of
 from trainlab.training.checkpoint import (
     ModelFile,
     load_model_file,
@@ -72,6 +73,11 @@ def load_trained(run_dir: Path | str, device: str = "auto") -> TrainedModel:
         raise TrainlabError(
             f"{run_dir}: no model.safetensors (expected the directory of a finished `trainlab train` run)"
         )
+    return load_trained_file(path, device)
+
+
+def load_trained_file(path: Path, device: str = "auto") -> TrainedModel:
+    """load_trained for one model file (a run's model.safetensors, or an ensemble's member)."""
     stored = load_model_file(path)
     cfg = stored.config
     target = resolve_device(device)
@@ -86,7 +92,7 @@ def load_trained(run_dir: Path | str, device: str = "auto") -> TrainedModel:
         model,
         task_from_config(cfg),
         standardizer.to(target),
-        tta=cfg.train.tta,
+        tta=tta_of(cfg.eval.tta, cfg.train.tta),  # the run's policy, from its stored config
         bf16=uses_bf16(cfg.train.precision, target),
         channels_last=channels_last,
     )
@@ -157,12 +163,17 @@ def check_dataset_fits(trained: TrainedModel, data: ImageDataset, run_dir: Path 
 
 def evaluate_run(run_dir: Path | str, device: str = "auto") -> dict[str, Any]:
     """The run's test metrics (test_loss, test_accuracy, ...) by the path its final evaluation took,
-    and what the task reports (a classifier's confusion matrix and per-class precision/recall/F1)."""
+    its calibration (NLL, Brier, ECE, and after temperature scaling fitted again on the run's own seeded
+    validation split, as the run did), and what the task reports (a classifier's confusion matrix and
+    per-class precision/recall/F1)."""
     trained = load_trained(run_dir, device)
     cfg = trained.config
     data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
     check_dataset_fits(trained, data, run_dir)
-    result = evaluate_split(trained.predictor, test_loader(data, cfg, trained.device), trained.classes)
+    outputs = trained.predictor.run(test_loader(data, cfg, trained.device))
+    val_split = make_loaders(data, cfg, trained.device).val
+    val = trained.predictor.run(val_split) if len(val_split) else None
+    result = evaluate_outputs(trained.predictor.task, *outputs, trained.classes, val=val)
     return {**result, "classes": trained.classes}
 
 

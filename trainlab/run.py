@@ -35,6 +35,8 @@ from trainlab.data.datasets import ImageDataset, load_dataset
 from trainlab.data.preprocess import Standardizer
 from trainlab.data.splits import make_loaders
 from trainlab.device import device_name, resolve_device, synchronize
+from trainlab.ensemble.independent import independent_ensemble, is_stacked
+from trainlab.ensemble.snapshots import snapshot_predictor, snapshot_summary, write_snapshots
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.inference import evaluate_outputs
 from trainlab.io import atomic_write_json, read_json, remove_stale_temporaries
@@ -43,6 +45,16 @@ from trainlab.models.factory import check_model_options, require_vector_input
 from trainlab.nn.init import INITIALIZERS, init_model
 from trainlab.rundir import clear_for_new_run, locked_run_dir, resume_point
 from trainlab.tasks import task_from_config
+from trainlab.tasks.tta import tta_of
+from trainlab.training.averaging import (
+    SnapshotEnsemble,
+    averaging_callbacks,
+    check_averaging,
+    image_batches,
+    recomputes_bn,
+    run_schedule,
+    update_bn,
+)
 from trainlab.training.callbacks import (
     Callback,
     Checkpointer,
@@ -56,8 +68,15 @@ from trainlab.training.checkpoint import (
     prefixed,
     save_checkpoint,
 )
-from trainlab.training.optim import create_optimizer, create_schedule
+from trainlab.training.distributed import (
+    check_global_batch,
+    check_sync_bn,
+    convert_sync_batchnorm,
+    init_distributed,
+)
+from trainlab.training.optim import create_optimizer
 from trainlab.training.trainer import Trainer
+from trainlab.training.transfer import prepare_transfer, transfer_param_groups
 
 
 @dataclass
@@ -90,8 +109,10 @@ def check_preprocessing_fits_model(standardizer: Standardizer, cfg: Config) -> N
         return
     why = f"data.preprocess={cfg.data.preprocess!r} returns (N, k) feature vectors, not images"
     require_vector_input(cfg.model.name, why)
-    if cfg.train.tta:
+    if cfg.eval.tta is None and cfg.train.tta:
         raise ConfigError(f"train.tta mirrors the model's input, but {why}; set train.tta=false")
+    if tta_of(cfg.eval.tta, cfg.train.tta):
+        raise ConfigError(f"eval.tta={cfg.eval.tta!r} moves the model's input, but {why}; set eval.tta=none")
 
 
 def train(
@@ -110,6 +131,8 @@ def train(
     first checkpoint; `cfg` may differ from out/config.json in rundir.RESUMABLE keys only, and the new
     values are recorded there. Resuming a finished run trains nothing, writes nothing and says so."""
     check_model_options(cfg.model.name, cfg.model.options)  # before any data or directory is touched
+    tta_of(cfg.eval.tta, cfg.train.tta)
+    check_averaging(cfg)
     if cfg.log.tensorboard:
         from trainlab.report.tensorboard import summary_writer_class
 
@@ -123,14 +146,19 @@ def train(
         raise TrainlabError(f"{run_dir}: resume continues a run and overwrite replaces it; choose one")
     if resume and not (run_dir / "config.json").is_file():
         raise TrainlabError(f"{run_dir}: no config.json (expected a run directory to resume)")
-    with locked_run_dir(run_dir):
+    ranks = init_distributed(resolve_device(cfg.train.device), cfg.train.seed)
+    writer = ranks is None or ranks.is_writer  # in a distributed run rank 0 locks, clears and writes
+    with locked_run_dir(run_dir) if writer else contextlib.nullcontext():
         # under the lock no write is in flight: these are what a killed process left
-        stale = [p for d in ("", "checkpoints", "diagnostics") for p in remove_stale_temporaries(run_dir / d)]
+        folders = ("", "checkpoints", "diagnostics") if writer else ()
+        stale = [p for d in folders for p in remove_stale_temporaries(run_dir / d)]
         checkpoint, notes = None, []
         if resume:
             checkpoint, notes = resume_point(run_dir, cfg)
-        else:
+        elif writer:
             clear_for_new_run(run_dir, overwrite)
+        if ranks is not None:  # the directory is cleared before any rank goes on
+            ranks.barrier()
         if stale:
             shown = ", ".join(str(p) for p in stale[:3]) + (", ..." if len(stale) > 3 else "")
             notes.append(f"removed {len(stale)} stale temporary file(s) of interrupted writes: {shown}")
@@ -149,6 +177,12 @@ def run_pipeline(
     """The run itself, from `checkpoint` (tensors, meta) when given; run_dir is locked and checked."""
     started = time.perf_counter()
     device = resolve_device(cfg.train.device)
+    ranks = init_distributed(device, cfg.train.seed)  # None: one process, as always
+    if ranks is not None:
+        device = ranks.device
+        check_global_batch(cfg.data.batch_size, ranks.world)
+        check_sync_bn(cfg.train.sync_bn, ranks)
+    writer = ranks is None or ranks.is_writer
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
@@ -168,23 +202,29 @@ def run_pipeline(
         with clock("init"):  # a data-dependent initialisation (LSUV) is on the same clock
             batch = standardizer(loaders.fit_images[: cfg.data.batch_size])
             init_model(model, cfg.model.init, batch=batch, **cfg.model.init_options)
+    # after the initialisation, which the pretrained weights replace; a resume has them in its checkpoint
+    freezing = prepare_transfer(model, cfg, load=checkpoint is None)
+    if cfg.train.sync_bn and ranks is not None:
+        model = convert_sync_batchnorm(model)
     augment = Augment(cfg.data.augment, seed=cfg.train.seed, num_classes=data.num_classes, device=str(device))
     if len(loaders.train) == 0:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the training split")
 
     meta = {"config": cfg.to_dict(), "classes": data.classes, "image_shape": list(data.image_shape)}
     fixed_tensors = prefixed("preprocess", standardizer.state_dict())
-    run_callbacks = [ProgressBar(progress), *callbacks]
+    run_callbacks = [ProgressBar(progress and writer), *callbacks, *averaging_callbacks(cfg)]
+    if freezing is not None:
+        run_callbacks.append(freezing)
     if cfg.train.early_stopping:
         run_callbacks.append(
             EarlyStopping(cfg.train.early_stopping, cfg.train.min_delta, restore_best=cfg.train.restore_best)
         )
-    if run_dir is not None:
+    if run_dir is not None and writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        run_callbacks += [CSVLogger(run_dir / "metrics.csv"), StepLogger(run_dir / "steps.csv")]
+    if run_dir is not None:  # on every rank: a checkpoint reduces across them; rank 0 writes it
         run_callbacks += [
-            CSVLogger(run_dir / "metrics.csv"),
-            StepLogger(run_dir / "steps.csv"),
             Checkpointer(
                 run_dir / "checkpoints",
                 fixed_tensors,
@@ -193,33 +233,39 @@ def run_pipeline(
                 steps=cfg.train.checkpoint_steps,
             ),  # fmt: skip
         ]
-    if cfg.train.diagnose:
+    if cfg.train.diagnose and writer:
         from trainlab.diagnose import diagnostic_callbacks
 
         run_callbacks += diagnostic_callbacks(run_dir)
-    if cfg.log.tensorboard and run_dir is not None:
+    if cfg.log.tensorboard and run_dir is not None and writer:
         from trainlab.report.tensorboard import TensorBoardLogger
 
         run_callbacks.append(TensorBoardLogger(run_dir / "tensorboard", cfg.to_dict(), cfg.train.diagnose))
 
+    independent = None
+    if cfg.ensemble.members > 1:  # M seeded members trained as one model (docs/ensembles.md)
+        independent = independent_ensemble(cfg, loaders, standardizer, task, data.num_classes, device)
+        model, task, standardizer = independent.model, independent.task, independent.transform
+        loaders.train, augment = independent.loader, independent.augment
     trainer = Trainer(
         model,
-        create_optimizer(model, cfg.optim),
+        create_optimizer(model, cfg.optim, transfer_param_groups(model, cfg) if freezing else None),
         epochs=cfg.train.epochs,
         task=task,
-        schedule=create_schedule(cfg.schedule, cfg.train.epochs),
+        schedule=run_schedule(cfg),
         transform=standardizer,
         augment=augment if augment else None,
         penalty=create_penalty_from(cfg),
         grad_clip=cfg.train.grad_clip,
         ema_decay=cfg.train.ema,
-        tta=cfg.train.tta,
+        tta=tta_of(cfg.eval.tta, cfg.train.tta),
         callbacks=run_callbacks,
         stateful={"loader": loaders.train, "augment": augment},
         compile=cfg.train.compile,
         precision=cfg.train.precision,
         channels_last=cfg.train.channels_last,
         device=device,
+        ranks=ranks,
     )
     if checkpoint is not None:
         last = run_dir / "checkpoints" / "last.safetensors"
@@ -229,7 +275,8 @@ def run_pipeline(
             raise TrainlabError(f"{last}: not a resume point of this run ({one_line(e)})") from None
     if cfg.train.compile:
         with clock("compile"):  # one-off: compiled before the epochs' clock runs, then undone exactly
-            batch = cfg.data.batch_size  # a streamed folder's fit sample may hold fewer images: tile it
+            # a rank's batch; a streamed folder's fit sample may hold fewer images: tile it
+            batch = cfg.data.batch_size // (ranks.world if ranks is not None else 1)
             tiles = -(-batch // len(loaders.fit_images))
             images = loaders.fit_images[:batch].repeat(tiles, 1, 1, 1)[:batch]
             trainer.warm_up(images, loaders.fit_targets[:batch].repeat(tiles)[:batch])
@@ -237,12 +284,26 @@ def run_pipeline(
 
     with clock("fit"):
         history = trainer.fit(loaders.train, loaders.val)
+        if recomputes_bn(cfg):  # an average of weights has no measured batch-norm statistics
+            batches = image_batches(loaders.fit_images, cfg.data.batch_size)  # clean, not augmented
+            update_bn(trainer.eval_model, batches, trainer.model_input)
+        if independent is not None:  # the members' validation accuracies: the weights of "weighted"
+            independent.weigh_members(trainer, loaders.val)
     with clock("eval"):
+        snapshots = next((cb for cb in run_callbacks if isinstance(cb, SnapshotEnsemble)), None)
+        predictor = trainer.predictor()
+        if snapshots:  # the snapshot ensemble is the evaluated model (trainlab.ensemble.snapshots)
+            predictor = snapshot_predictor(trainer, snapshots, cfg.ensemble.combine, loaders)
         # no test split (an image folder without test/): make_loaders has warned
         final, test_outputs = {}, None
         if loaders.test is not None:
-            test_outputs = trainer.predictor().run(loaders.test)  # kept for the report's gallery
-            final = evaluate_outputs(task, *test_outputs, data.classes)
+            test_outputs = predictor.run(loaders.test)  # kept for the report's gallery
+            val = predictor.run(loaders.val) if len(loaders.val) else None  # fits the temperature
+            final = evaluate_outputs(task, *test_outputs, data.classes, val=val)
+    # the snapshots one by one, after the clock like the members below
+    ensemble = snapshot_summary(predictor, loaders) if snapshots else {}
+    # each member on the test split, after the clock: not part of the time to a result
+    member_summary = independent.summary(trainer, loaders.test) if independent is not None else {}
     monitor, best = f"val_{task.monitor}", max if task.higher_is_better else min
     summary = {
         **{k: v for k, v in final.items() if not isinstance(v, list)},
@@ -256,8 +317,16 @@ def run_pipeline(
         "model": cfg.model.name,
         "task": task.name,
         "num_parameters": sum(p.numel() for p in model.parameters()),
+        **ensemble,
+        **member_summary,
     }
-    if run_dir is not None:
+    if ranks is not None:  # every rank has evaluated; rank 0 writes the outputs
+        ranks.barrier()
+    if run_dir is not None and writer:
+        if snapshots:
+            write_snapshots(run_dir, predictor, ensemble, meta, fixed_tensors)
+        if independent is not None:
+            independent.write(run_dir, trainer, meta, fixed_tensors)
         reported = {k: v for k, v in final.items() if k == "confusion_matrix"}
         write_outputs(run_dir, trainer, {**summary, **reported}, meta, fixed_tensors, data, test_outputs)
     return RunResult(summary, history, trainer.eval_model, run_dir, notes)
@@ -269,7 +338,8 @@ def finished_run(
     """The run as it stands, when it has finished and `cfg` asks for no more epochs; else None. Finished:
     summary.json, written last, is that of the last checkpoint, which has no epoch in flight."""
     summary_path = run_dir / "summary.json"
-    if checkpoint is None or not summary_path.exists() or not (run_dir / "model.safetensors").exists():
+    model_files = [run_dir / "model.safetensors", run_dir / "ensemble.json"]  # a run, or an ensemble
+    if checkpoint is None or not summary_path.exists() or not any(p.exists() for p in model_files):
         return None
     meta = checkpoint[1]
     summary = read_json(summary_path)
@@ -340,7 +410,8 @@ def write_outputs(
     first = torch.arange(min(4, len(data.train_images)))  # the augmentation preview's rows
     inputs = ReportInputs(trainer.predictor(), data.test_images, outputs, targets, data.train_images[first])
 
-    weights = prefixed("model", trainer.eval_model.state_dict())
-    save_checkpoint(run_dir / "model.safetensors", {**weights, **fixed_tensors}, meta)
+    if not is_stacked(trainer.eval_model):  # an independent ensemble's members are its model files
+        weights = prefixed("model", trainer.eval_model.state_dict())
+        save_checkpoint(run_dir / "model.safetensors", {**weights, **fixed_tensors}, meta)
     write_report(run_dir, meta["config"], trainer.history, summary, meta["classes"], inputs)
     atomic_write_json(run_dir / "summary.json", summary)  # last: it marks the run finished

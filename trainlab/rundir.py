@@ -16,7 +16,7 @@ from trainlab.training.checkpoint import check_checkpoint_model, config_from, lo
 
 RUN_OUTPUTS = ("config.json", "metrics.csv", "steps.csv", "checkpoints", "model.safetensors",
                "summary.json", "curves.png", "confusion.png", "report.html", "diagnostics",
-               "tensorboard")  # fmt: skip
+               "tensorboard", "reliability.png", "snapshots", "ensemble.json", "members")  # fmt: skip
 LOCK_FILE = ".trainlab.lock"
 # What a resume may change: nothing that the steps trained so far depend on. More epochs recompute the
 # schedule for the new total from the step reached, so the run is not the same as a fresh longer one.

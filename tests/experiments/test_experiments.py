@@ -27,6 +27,8 @@ NAMES = [
     "approximation",
     "augmentation",
     "backprop",
+    "transfer",
+    "ensembles",
 ]
 
 

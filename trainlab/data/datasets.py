@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trainlab.data import formats
+from trainlab.data import digits, formats
 from trainlab.data.stream import FileImages
 from trainlab.errors import DataError
 from trainlab.registry import Registry
@@ -98,6 +99,8 @@ register_dataset(
 register_dataset(
     DatasetSpec("cifar100", ("train.bin", "test.bin"), [f"class_{i}" for i in range(100)], "cifar100")
 )
+# inside the scikit-learn wheel, not in a search root: see trainlab/data/digits.py
+register_dataset(DatasetSpec("digits", (), digits.CLASSES, "digits"))
 
 
 def search_roots(name: str) -> list[Path]:
@@ -144,12 +147,64 @@ def load_dataset(name: str, memory_budget_mb: float | None = None) -> ImageDatas
         if not name[len("folder:") :].strip():  # Path("") is the current directory: never scan it unasked
             raise DataError(f"dataset {name!r}: expected folder:PATH, the path of an image folder")
         return load_image_folder(Path(name[len("folder:") :]), memory_budget_mb)
+    base, _, options = name.partition(":")
+    if options:  # fashion-mnist:classes=0-4
+        return class_subset(load_dataset(base, memory_budget_mb), name, parse_classes(name, options))
     spec = DATASETS.get(name)
+    if spec.reader == "digits":
+        return load_digits_dataset()
     root = locate(spec.name)
     paths = [find_file(root, stem) for stem in spec.files]
     return load_files(
         spec, root, tuple(paths), tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
     )
+
+
+def parse_classes(name: str, options: str) -> list[int]:
+    """`classes=0-4` or `classes=0,2,7` (ranges inclusive, may be mixed: `classes=0-2,7`) -> sorted
+    class indices; DataError naming the spec otherwise."""
+    key, sep, value = options.partition("=")
+    parts = value.split(",")
+    pattern = r"\d{1,6}(-\d{1,6})?"
+    if key.strip() != "classes" or not sep or not all(re.fullmatch(pattern, p.strip()) for p in parts):
+        raise DataError(
+            f"dataset {name!r}: expected NAME:classes=LIST, e.g. fashion-mnist:classes=0-4 or classes=0,2,7"
+        )
+    picked: set[int] = set()
+    for part in parts:
+        low, _, high = part.strip().partition("-")
+        picked |= set(range(int(low), int(high or low) + 1))
+    return sorted(picked)
+
+
+def class_subset(data: ImageDataset, name: str, classes: list[int]) -> ImageDataset:
+    """Only the images of `classes`, relabelled 0..k-1 in ascending order, with their class names."""
+    bad = [c for c in classes if c >= data.num_classes]
+    if bad or len(classes) < 2:
+        raise DataError(
+            f"dataset {name!r}: classes must be at least two of 0..{data.num_classes - 1}"
+            + (f" ({data.name} has {data.num_classes}), got {bad}" if bad else f", got {classes}")
+        )
+    if data.streamed:
+        raise DataError(f"dataset {name!r}: a class subset of a streamed image folder is not supported")
+    relabel = torch.full((data.num_classes,), -1, dtype=torch.int64)
+    relabel[classes] = torch.arange(len(classes))
+
+    def keep(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = relabel[labels] >= 0
+        return images[mask], relabel[labels[mask]]
+
+    train_x, train_y = keep(data.train_images, data.train_labels)
+    test_x, test_y = keep(data.test_images, data.test_labels)
+    names = [data.classes[c] for c in classes]
+    return ImageDataset(name, train_x, train_y, test_x, test_y, names, data.root, data.files)
+
+
+@functools.cache
+def load_digits_dataset() -> ImageDataset:
+    """scikit-learn's digits at 1x28x28 (trainlab/data/digits.py: area resize, 80/20 split per class)."""
+    train_x, train_y, test_x, test_y, path = digits.load_digits()
+    return ImageDataset("digits", train_x, train_y, test_x, test_y, list(digits.CLASSES), path.parent)
 
 
 @functools.lru_cache(maxsize=2)

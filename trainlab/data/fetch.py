@@ -99,6 +99,8 @@ def fetch_dataset(name: str, dest: Path | None = None, timeout: float = 60.0, pr
     """Download, verify and unpack dataset `name` into `dest` (default: the first search root), with a
     progress bar per file on a terminal's stderr unless `progress` is False."""
     spec = DATASETS.get(name)
+    if spec.name not in SOURCES:  # digits ships inside scikit-learn
+        raise DataError(f"dataset {spec.name!r} is not downloaded: pip install 'trainlab[digits]'")
     dest = Path(dest) if dest else search_roots(spec.name)[0]
     for item in SOURCES[spec.name]:
         try:

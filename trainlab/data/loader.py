@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import torch
 
+from trainlab.data.shard import batch_block
+
 Targets = torch.Tensor | dict[str, torch.Tensor]
 
 
@@ -38,6 +40,8 @@ class SeededBatches:
     generator: torch.Generator
     position: int = 0  # batches of the current epoch handed out so far
     epoch_state: torch.Tensor | None = None  # the generator before it drew this epoch's order
+    # (rank, world): yield only this rank's contiguous block of the batches (trainlab.data.shard)
+    block: tuple[int, int] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -61,10 +65,12 @@ class SeededBatches:
         generator's state before the caller draws the epoch's order."""
         start, self.position = self.position, 0
         self.epoch_state = self.generator.get_state()
+        if self.block is not None:  # an evaluation split sharded across ranks: never resumed mid-pass
+            return batch_block(len(self), *self.block)
         return range(start, len(self))
 
     def handed_out(self, batch: int) -> None:
-        self.position = batch + 1 if batch + 1 < len(self) else 0
+        self.position = batch + 1 if batch + 1 < len(self) and self.block is None else 0
 
 
 class DeviceLoader(SeededBatches):

@@ -19,6 +19,7 @@ import torch
 from trainlab.config import Config
 from trainlab.data.datasets import ImageDataset, split_train_val
 from trainlab.data.loader import DeviceLoader
+from trainlab.data.shard import rank_world, shard_evaluation
 from trainlab.data.stream import StreamLoader
 from trainlab.errors import ConfigError, DataError
 
@@ -64,7 +65,38 @@ def test_loader(data: ImageDataset, cfg: Config, device: torch.device) -> Device
     return DeviceLoader(data.test_images.to(device), data.test_labels.to(device), batch)
 
 
+def per_class_subset(indices: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """`per_class` of `indices` from each class (stratified), drawn by a permutation seeded with `seed`,
+    sorted. DataError when a class has fewer images than that."""
+    order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
+    picked = []
+    for c in labels.unique().tolist():
+        of_class = order[labels[order] == c]  # this class's positions, in the seeded order
+        if len(of_class) < per_class:
+            raise DataError(
+                f"data.per_class={per_class}: class {c} has only {len(of_class)} training images "
+                f"(expected at least {per_class})"
+            )
+        picked.append(of_class[:per_class])
+    return indices[torch.cat(picked)].sort().values
+
+
 def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loaders:
+    """The run's loaders; in a distributed run (trainlab.data.shard), every rank's training loader yields
+    the same global batches (the trainer keeps its rows), a streamed one decoding only this rank's rows,
+    and the validation and test loaders yield this rank's block of batches."""
+    loaders = make_split_loaders(data, cfg, device)
+    rank, world = rank_world()
+    if world > 1:
+        for loader in (loaders.val, loaders.test):
+            if loader is not None:
+                shard_evaluation(loader)
+        if isinstance(loaders.train, StreamLoader):
+            loaders.train.rows = (rank, world)
+    return loaders
+
+
+def make_split_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loaders:
     check_splits(data)
     test = test_loader(data, cfg, device) if len(data.test_labels) else None
     if test is None:
@@ -78,6 +110,9 @@ def make_loaders(data: ImageDataset, cfg: Config, device: torch.device) -> Loade
         if cfg.data.limit_train <= 0:
             raise ConfigError(f"data.limit_train must be positive, got {cfg.data.limit_train}")
         train_idx = train_idx[: cfg.data.limit_train]
+    if cfg.data.per_class is not None:
+        labels = data.train_labels[train_idx]
+        train_idx = per_class_subset(train_idx, labels, cfg.data.per_class, cfg.train.seed)
     batch, eval_batch, seed = cfg.data.batch_size, cfg.data.eval_batch_size, cfg.train.seed
     if data.streamed:
         stream = partial(StreamLoader, workers=cfg.data.workers, device=device)

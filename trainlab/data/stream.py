@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from trainlab.data import formats
 from trainlab.data.loader import SeededBatches
+from trainlab.data.shard import batch_rows, gather_rows
 from trainlab.errors import TrainlabError
 
 
@@ -67,7 +68,13 @@ def collate_or_error(items: list) -> tuple[torch.Tensor, torch.Tensor] | Trainla
 
 class StreamLoader(SeededBatches):
     """Batches (uint8 images, labels) of `indices` into a FileImages split, decoded by worker processes
-    and moved to `device`. Same interface as DeviceLoader, and the same checkpointed epoch order."""
+    and moved to `device`. Same interface as DeviceLoader, and the same checkpointed epoch order.
+
+    `rows = (rank, world)` shards the decoding of a training loader across the ranks of a distributed
+    run: each rank decodes its rows of each global batch (trainlab.data.shard.batch_rows), and the
+    ranks gather the global batch, so that augmentation sees it as one process would."""
+
+    rows: tuple[int, int] | None = None
 
     def __init__(
         self,
@@ -97,7 +104,10 @@ class StreamLoader(SeededBatches):
             if self.shuffle
             else self.indices
         )
-        batches = [order[i * self.batch_size : (i + 1) * self.batch_size].tolist() for i in numbers]
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in numbers]
+        if self.rows is not None:
+            batches = [batch[batch_rows(len(batch), *self.rows)] for batch in batches]
+        batches = [batch.tolist() for batch in batches]
         loader = DataLoader(
             self.dataset,
             batch_sampler=batches,
@@ -108,6 +118,8 @@ class StreamLoader(SeededBatches):
         for i, batch in zip(numbers, loader):
             if isinstance(batch, TrainlabError):
                 raise batch
-            images, labels = batch
+            images, labels = (t.to(self.device, non_blocking=True) for t in batch)
+            if self.rows is not None:
+                images, labels = gather_rows(images), gather_rows(labels)
             self.handed_out(i)
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            yield images, labels

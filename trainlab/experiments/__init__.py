@@ -14,9 +14,11 @@ from trainlab.experiments import (  # noqa: F401  (each module registers its exp
     batchnorm,
     dead_relu,
     dropout_inference,
+    ensembles,
     init,
     preprocessing,
     regularization,
+    transfer,
     zero_centering,
 )
 from trainlab.experiments.common import EXPERIMENTS, run_experiment

@@ -15,6 +15,7 @@ from torch import nn
 
 from trainlab.config import Config
 from trainlab.errors import ConfigError
+from trainlab.models.stages import cut_after
 from trainlab.nn.activations import ACTIVATIONS
 from trainlab.nn.init import INITIALIZERS, init_model
 from trainlab.nn.norm import NORMS
@@ -99,7 +100,7 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...], num_outputs: in
         size = {"in_features": input_shape[0]}
     else:
         size = {"in_channels": input_shape[0], "image_size": input_shape[1]}
-    return create_model(
+    model = create_model(
         cfg.model.name,
         num_classes=num_outputs,
         init=cfg.model.init,
@@ -107,3 +108,6 @@ def model_from_config(cfg: Config, input_shape: tuple[int, ...], num_outputs: in
         **size,
         **cfg.model.options,
     )
+    if cfg.model.keep_stages is not None:  # transfer: the first k stages and a new head (docs/transfer.md)
+        cut_after(model, cfg.model.keep_stages, input_shape)
+    return model

@@ -19,6 +19,7 @@ import torch
 
 from trainlab.inference import Predictor
 from trainlab.io import atomic_write_text
+from trainlab.report.calibration import run_reliability_png
 from trainlab.report.environment import environment
 from trainlab.report.figures import confusion_figure, curves_figure, save_figure, steps_figure
 from trainlab.report.filters import activations_figure, filters_figure, first_conv_weight, stage_activations
@@ -77,6 +78,7 @@ def write_report(
         "<h2>Results</h2>" + metrics_table(summary),
         "<h2>Training</h2>" + curves_section(run_dir, history),
         per_class_section(summary, classes, run_dir),
+        calibration_section(inputs, summary, run_dir),
         gallery_section(inputs, classes, summary),
         augmentation_section(inputs, config, classes),
         diagnostics_section(run_dir),
@@ -182,6 +184,19 @@ def curves_section(run_dir: Path, history: list[dict]) -> str:
             image_tag(save_figure(curves_figure(history), run_dir / "curves.png"), "training curves")
         )
     return "".join(parts) or "<p>(no epochs)</p>"
+
+
+def calibration_section(inputs: ReportInputs, summary: dict, run_dir: Path) -> str:
+    """A classifier's reliability diagram (docs/calibration.md), also written as reliability.png."""
+    if "test_ece" not in summary or inputs.test_outputs is None or inputs.test_targets is None:
+        return ""
+    temperature, path = summary.get("temperature"), run_dir / "reliability.png"
+    png = run_reliability_png(inputs.test_outputs, inputs.test_targets, temperature, path)
+    note = f"<p class='note'>ECE (15 bins) {100 * summary['test_ece']:.2f}%"
+    if temperature:
+        note += f", {100 * summary['test_ece_ts']:.2f}% at temperature {temperature:.3f} (fit on validation)"
+    note += ".</p>"
+    return "<h2>Calibration</h2>" + note + image_tag(png, "reliability diagram")
 
 
 def per_class_section(summary: dict, classes: list[str], run_dir: Path) -> str:

@@ -22,6 +22,7 @@ from trainlab.config import Config
 from trainlab.data.loader import Targets
 from trainlab.errors import ConfigError
 from trainlab.registry import Registry
+from trainlab.tasks.tta import TTAPolicy, parse_tta
 
 TASKS = Registry("task")
 AUX_LOSS_WEIGHT = 0.3  # Szegedy et al. 2014: loss = L(main) + 0.3 * sum of the auxiliary heads' L
@@ -79,14 +80,27 @@ class Task:
         """The prediction each output stands for."""
         return outputs
 
+    def calibration(
+        self, outputs: torch.Tensor, targets: Targets, val: tuple | None = None, prefix: str = "test_"
+    ) -> dict[str, float]:
+        """A final evaluation's calibration metrics (trainlab.tasks.calibration), with a temperature
+        fitted on `val` = (outputs, targets) of the validation split when given; {} for a task whose
+        outputs are not class scores."""
+        return {}
+
     @torch.no_grad()
-    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """The model's float32 outputs in eval mode; with TTA, the mean over the image and its
-        horizontal mirror (a task whose outputs are images flips them back first)."""
-        outputs = model(x).float()
-        if tta:
-            outputs = 0.5 * (outputs + model(x.flip(-1)).float())
-        return outputs
+    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool | str | TTAPolicy = False) -> torch.Tensor:
+        """The model's float32 outputs in eval mode; with a test-time augmentation policy
+        (trainlab.tasks.tta: True is "flip"), the mean over its views of the input (a task whose
+        outputs are images would move them back first)."""
+        policy = parse_tta(tta)
+        if not policy:
+            return model(x).float()
+        views = policy.views(x)
+        outputs = model(next(views)).float()
+        for view in views:
+            outputs = outputs + model(view).float()
+        return outputs / policy.num_views
 
 
 def create_task(name: str = "classification", **options: Any) -> Task:

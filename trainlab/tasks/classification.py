@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from trainlab.errors import ConfigError
 from trainlab.tasks.base import TASKS, Task
+from trainlab.tasks.calibration import calibration_summary
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -75,3 +76,10 @@ class Classification(Task):
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.argmax(1)
+
+    def calibration(
+        self, outputs: torch.Tensor, targets: torch.Tensor, val: tuple | None = None, prefix: str = "test_"
+    ) -> dict[str, float]:
+        if not len(targets) or targets.ndim != 1:
+            return {}
+        return calibration_summary(outputs, targets, *(val or (None, None)), prefix=prefix)

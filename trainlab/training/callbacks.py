@@ -190,7 +190,8 @@ class Checkpointer(Callback):
     optimisation steps within an epoch when `steps` > 0 (so a kill loses at most that many steps);
     best.safetensors whenever the task's validation metric improves. `every=0` writes `last` only when
     training ends, for runs so short that a resume point costs more than redoing them. `extra_tensors` /
-    `extra_meta` hold what the run adds (preprocessing stats, resolved config, class names)."""
+    `extra_meta` hold what the run adds (preprocessing stats, resolved config, class names). In a
+    distributed run it runs on every rank, and rank 0 writes."""
 
     order = 90
 
@@ -227,7 +228,11 @@ class Checkpointer(Callback):
         path = self.folder / f"{name}.safetensors"
         if name == "last":  # recorded before saving, so the checkpoint names itself
             trainer.last_checkpoint = str(path)
-        tensors, meta = trainer.state()
+        tensors, meta = trainer.state()  # on every rank of a distributed run: it reduces across them
+        if trainer.ranks is not None:  # all ranks have reached this step; rank 0 alone writes
+            trainer.ranks.barrier()
+            if not trainer.ranks.is_writer:
+                return path
         save_checkpoint(path, {**tensors, **self.extra_tensors}, {**meta, **self.extra_meta})
         return path
 

@@ -29,14 +29,19 @@ def param_groups(
     lr x scalar_lr_scale: one scalar moves every unit of a layer at once."""
     scalars = {id(p) for s in fixup_scalars(model) for p in s.parameters() if p.requires_grad}
     trained = [p for p in model.parameters() if p.requires_grad and id(p) not in scalars]
-    groups = [
-        {"params": [p for p in trained if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in trained if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    groups = decay_groups(trained, weight_decay)
     if scalars:  # only then, so that the optimiser state of every other model keeps its two groups
         params = [p for p in model.parameters() if id(p) in scalars]
         groups.append({"params": params, "weight_decay": 0.0, "lr": lr * scalar_lr_scale})
     return groups
+
+
+def decay_groups(params: list[nn.Parameter], weight_decay: float, **options) -> list[dict]:
+    """Two groups: the weights (ndim > 1), decayed, and the biases and norm parameters, not."""
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **options},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **options},
+    ]
 
 
 def fused(groups: list[dict]) -> bool:
@@ -73,12 +78,16 @@ def adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     )
 
 
-def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def create_optimizer(
+    model: nn.Module, cfg: OptimConfig, groups: list[dict] | None = None
+) -> torch.optim.Optimizer:
+    """The optimiser over `groups` (default: param_groups(model, ...), the trainable parameters)."""
     if cfg.lr <= 0:
         raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
     if cfg.fixup_scalar_lr_scale < 0:
         raise ConfigError(f"optim.fixup_scalar_lr_scale must be >= 0, got {cfg.fixup_scalar_lr_scale}")
-    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.fixup_scalar_lr_scale)
+    if groups is None:
+        groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.fixup_scalar_lr_scale)
     return OPTIMIZERS.create(cfg.name, groups, cfg)
 
 
@@ -121,6 +130,47 @@ def onecycle(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
         return 1.0 + (cfg.final_lr_frac - 1.0) * min(progress, 1.0)
 
     return factor
+
+
+@SCHEDULES.register("cyclic_cosine")
+def cyclic_cosine(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:
+    """Huang et al. 2017 (Snapshot Ensembles), with M = `cycles` restarts over training:
+    factor(t) = 1/2 (1 + cos(pi * frac(M t))), from the peak down to 0 in each cycle, then back up."""
+    cycles = cfg.cycles or 1
+
+    def factor(t: float) -> float:
+        u = t * cycles
+        return 0.5 * (1 + math.cos(math.pi * (u - cycle_of(u))))
+
+    return factor
+
+
+def cycle_of(u: float) -> int:
+    """floor(u), robust to u = k * n / n landing a rounding below the whole number k."""
+    return math.floor(u + 1e-9)
+
+
+SWA_CYCLIC_FLOOR = 0.01  # Izmailov et al. 2018: cyclic SWA goes from alpha_1 to alpha_2 = alpha_1 / 100
+
+
+def swa_schedule(
+    base: Callable[[float], float], epochs: int, start: int, factor: float | None, anneal: str
+) -> Callable[[float], float]:
+    """`base` until epoch `start` (1-based) begins, then the SWA learning rate (Izmailov et al. 2018,
+    Averaging Weights Leads to Wider Optima): `factor` x the peak, constant, or with anneal="cyclic"
+    falling linearly to SWA_CYCLIC_FLOOR x that in each epoch. factor None keeps `base` throughout."""
+    if factor is None:
+        return base
+
+    def scheduled(t: float) -> float:
+        e = t * epochs  # epochs done, fractional
+        if cycle_of(e) < start - 1:
+            return base(t)
+        if anneal == "cyclic":
+            return factor * (1 - (1 - SWA_CYCLIC_FLOOR) * (e - cycle_of(e)))
+        return factor
+
+    return scheduled
 
 
 def create_schedule(cfg: ScheduleConfig, epochs: int) -> Callable[[float], float]:

@@ -7,7 +7,9 @@ Per step: uint8 batch -> float [0, 1] -> augment (may return soft targets) -> pr
 (bf16 autocast on CUDA) -> the task's loss (+ penalty) -> backward -> clip -> step. The loss of each
 step, the task's metric sums and the first non-finite step accumulate in device tensors; the host reads
 them once per epoch, so there is no host-device sync per step. What the task is (classification,
-regression, ...) is the Task's business: nothing here assumes labels or logits.
+regression, ...) is the Task's business: nothing here assumes labels or logits. In a distributed run
+(`ranks`, trainlab.training.distributed) the loader yields global batches, each rank trains on its rows
+through DDP, and the epoch's sums are all-reduced once per epoch (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainlab.data.loader import num_targets
+from trainlab.data.loader import index_targets, num_targets
 from trainlab.data.preprocess import as_float01
 from trainlab.device import synchronize
 from trainlab.errors import TrainlabError
@@ -36,6 +38,7 @@ from trainlab.training.checkpoint import (
     unpack_state,
     unprefixed,
 )
+from trainlab.training.distributed import Ranks, adopt_progress, progress_sums
 
 
 class Callback:
@@ -83,17 +86,20 @@ class Trainer:
         penalty: Callable[[nn.Module], torch.Tensor] | None = None,
         grad_clip: float | None = None,
         ema_decay: float | None = None,
-        tta: bool = False,
+        tta: bool | str = False,
         callbacks: Iterable[Callback] = (),
         stateful: dict[str, Any] | None = None,
         compile: bool = False,
         precision: str = "auto",
         channels_last: bool | None = None,
         device: torch.device | str = "cpu",
+        ranks: Ranks | None = None,
     ):
         """`task` defaults to classification. `stateful` names objects with state_dict()/
         load_state_dict() of tensors (the loader's and the augmentation's generators) that checkpoints
-        must carry for an exact resume; each callback's own state_dict() is carried too."""
+        must carry for an exact resume; each callback's own state_dict() is carried too. `ranks`: this
+        process's place in a distributed run (trainlab.training.distributed): the loader yields global
+        batches, and the model trains on this rank's rows of each through DistributedDataParallel."""
         self.model, self.optimizer, self.epochs = model, optimizer, epochs
         self.task = task or create_task("classification")
         self.schedule, self.transform, self.augment, self.penalty = schedule, transform, augment, penalty
@@ -104,9 +110,12 @@ class Trainer:
         self.channels_last = uses_channels_last(channels_last, self.device)  # for the model and its inputs
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer's parameters stay the same
-        self.forward = torch.compile(model) if compile else model  # weights stay shared with `model`
+        self.ranks = ranks
+        network = ranks.wrap(model) if ranks is not None else model
+        self.forward = torch.compile(network) if compile else network  # weights stay shared with `model`
         self.ema_decay = ema_decay
         self.ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+        self.averaged_model: nn.Module | None = None  # set at the end by a weight-averaging callback
         # Walking the module tree costs ~1 us per module per call: list the tensors the step touches once.
         self.params = list(model.parameters())
         if self.ema_model is not None:
@@ -146,13 +155,20 @@ class Trainer:
         x = as_float01(images)
         if self.augment:
             x, targets = self.augment(x, targets)
+        scale = 1.0
+        if self.ranks is not None:  # augmented as one batch on every rank, so that N does not matter
+            n, rows = len(x), self.ranks.rows(len(x))
+            x, targets = x[rows], index_targets(targets, rows)
+            # DDP averages over N ranks: a shard's mean loss weighs (its rows) * N / n, so that the
+            # average is the global batch's mean even when N does not divide n
+            scale = (rows.stop - rows.start) * self.ranks.world / n
         x = self.model_input(x)
         with self.autocast():
             loss, outputs = self.task.training_loss(self.forward(x), targets)
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if scale == 1.0 else loss * scale).backward()
         if self.grad_clip:
             nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
@@ -190,6 +206,8 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_batch_begin(self, step)
             lr = self.set_lr()
+            if self.ranks is not None:
+                self.ranks.reseed(self.global_step)
             loss = self.train_step(images, targets, progress["sums"])
             progress["losses"][step] = loss
             progress["sizes"].append(num_targets(targets))
@@ -198,6 +216,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_batch_end(self, step, loss)
         self.progress = None
+        if self.ranks is not None:
+            self.ranks.reduce_progress(progress)
+            self.ranks.broadcast_buffers(self.model, self.ema_model)
         steps = progress["step"]
         losses, sizes = progress["losses"][:steps], progress["sizes"]
         finite = torch.isfinite(losses).tolist()
@@ -210,12 +231,16 @@ class Trainer:
         count = max(sum(sizes), 1)
         weights = torch.tensor(sizes, dtype=losses.dtype, device=self.device)
         logs = {"train_loss": float((losses * weights).sum()) / count}
-        logs.update({f"train_{k}": float(v) / count for k, v in progress["sums"].items()})
+        logs.update({f"train_{k}": float(v) / count for k, v in progress_sums(progress).items()})
         return {**logs, "lr": lr}
 
     # ----------------------------------------------------------------------------------------------
     @property
     def eval_model(self) -> nn.Module:
+        """What validation and the final evaluation use: a weight average once training has made one
+        (trainlab.training.averaging), else the EMA copy when it is on, else the model."""
+        if self.averaged_model is not None:
+            return self.averaged_model
         return self.ema_model if self.ema_model is not None else self.model
 
     def predictor(self, model: nn.Module | None = None) -> Predictor:
@@ -295,7 +320,10 @@ class Trainer:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(tensors, JSON meta): everything a resume needs, mid-epoch included: weights, optimizer
-        buffers, RNG and generator states, the epoch in flight, and each callback's state_dict()."""
+        buffers, RNG and generator states, the epoch in flight, and each callback's state_dict(). In a
+        distributed run every rank must call it (it all-reduces the epoch in flight)."""
+        if self.ranks is not None and self.progress is not None:
+            self.ranks.reduce_progress(self.progress)
         tensors = prefixed("model", self.model.state_dict())
         optim_tensors, optim_meta = optimizer_to_flat(self.optimizer)
         tensors.update(prefixed("optim", optim_tensors))
@@ -335,6 +363,8 @@ class Trainer:
         self.progress = None
         if meta["progress"] is not None:
             self.progress = unpack_state(meta["progress"], tensors, self.device)
+            if self.ranks is not None:
+                adopt_progress(self.progress)
         self.epoch, self.global_step = meta["epoch"], meta["global_step"]
         self.stop_training = bool(meta.get("stop_training", False))  # older checkpoints: not stopped
         self.history, self.last_checkpoint = meta["history"], meta["last_checkpoint"]

@@ -1,0 +1,3 @@
+"""Fixtures shared with the weight-averaging tests."""
+
+from tests.averaging.conftest import no_report  # noqa: F401

@@ -1,0 +1,2 @@
+"""Ensembles: independent members trained as one vectorised model, combination rules, ensemble
+directories (ensemble.json) and their evaluation. See docs/ensembles.md."""

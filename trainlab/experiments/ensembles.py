@@ -1,0 +1,252 @@
+"""Ensembles: "train several independent models; at test time combine their results; accuracy usually
+rises by about 2%; instead of training independent models, use several snapshots of one model" (DNN &
+CNN deck). Measured through the Trainer (trainlab.run.train) with the cpu-fast recipe's SpeedNet.
+
+Arms (B = the recipe's epochs, 3):
+- single: one model, B epochs (1x budget);
+- ensemble-M: M independent members (seeds s .. s+M-1), B epochs each: Mx budget;
+- single-xM: one model, M x B epochs: the same budget as ensemble-M ("equal budget");
+- snapshot-5: one run of B epochs, cyclic cosine over 5 cycles, the 5 snapshots averaged (Huang et al.
+  2017), 1x budget;
+- swa: SWA of the last epochs (train.swa_start = B - 1), 1x budget; ema: train.ema = 0.99, 1x budget.
+
+Each comparison is a paired difference over seeds (arm minus its baseline, the same seed: the same
+split), with a 95% t interval. The claim "about +2%" is taken to hold for a comparison when the interval
+lies at or above +1 point (half of it): `supported` then, `not supported` when the interval lies below
++1, `inconclusive` when it straddles +1; `mixed` when comparisons of one question disagree. The
+deep-ensemble equivalent (Ashukha et al. 2020) of each arm reads its test NLL against the curve of the
+ensemble-5 arm's NLL by number of members (mean over seeds, not temperature-scaled).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from trainlab.config import load_config
+from trainlab.ensemble.build import build_ensemble
+from trainlab.ensemble.combine import deep_ensemble_equivalent
+from trainlab.ensemble.evaluate import evaluate_ensemble
+from trainlab.experiments.common import Context, Outcome, check, register_experiment
+from trainlab.report.compare import t_interval
+from trainlab.run import train
+
+RECIPE = "cpu-fast"
+THRESHOLD = 0.01  # +1 point: half of the claimed +2%
+FULL_ARMS = ("single", "ensemble-5", "single-x5", "snapshot-5", "swa", "ema")
+SUBSET_ARMS = ("single", "ensemble-2", "ensemble-3", "ensemble-5", "single-x2", "single-x3", "single-x5",
+               "snapshot-5", "swa", "ema")  # fmt: skip
+
+
+@dataclass
+class Protocol:
+    """The scale: seeds, the recipe's epochs B, and per target (limit_train or None for all, arms)."""
+
+    seeds: int = 3
+    epochs: int = 3
+    val_size: int = 5000
+    targets: dict[str, tuple[int | None, tuple[str, ...]]] = field(
+        default_factory=lambda: {"5k": (5000, SUBSET_ARMS), "full": (None, FULL_ARMS)}
+    )
+    dataset: str | None = None  # None: the recipe's (fashion-mnist)
+    batch_size: int | None = None  # None: the recipe's (256)
+    lr: float | None = None  # None: the recipe's (0.2 per batch of 256)
+    identical_members: bool = False  # tests: every ensemble is M copies of the single model (gain 0)
+
+
+def members_of(arm: str) -> int:
+    return int(arm.rsplit("-", 1)[1].lstrip("x")) if "-" in arm else 1
+
+
+def arm_overrides(arm: str, limit: int | None, protocol: Protocol) -> dict[str, Any]:
+    keys = {"data.limit_train": limit, "data.val_size": protocol.val_size, "train.epochs": protocol.epochs}
+    keys |= {"data.batch_size": protocol.batch_size} if protocol.batch_size else {}
+    keys |= {"data.dataset": protocol.dataset} if protocol.dataset else {}
+    keys |= {"optim.lr": protocol.lr} if protocol.lr else {}
+    if arm.startswith("ensemble-"):
+        keys["ensemble.members"] = members_of(arm)
+    elif arm.startswith("single-x"):
+        keys["train.epochs"] = protocol.epochs * members_of(arm)
+    elif arm == "snapshot-5":
+        keys |= {"schedule.name": "cyclic_cosine", "ensemble.snapshots": 5}
+    elif arm == "swa":
+        keys["train.swa_start"] = max(protocol.epochs - 1, 1)
+    elif arm == "ema":
+        keys["train.ema"] = 0.99
+    return keys
+
+
+def run_arm(arm: str, limit: int | None, protocol: Protocol, seed: int, scratch: Path) -> dict[str, Any]:
+    """{accuracy, nll, seconds, curve} of one arm and seed."""
+    if arm.startswith("ensemble-") and protocol.identical_members:
+        single = scratch / f"single-{limit}-{seed}"
+        out = scratch / f"{arm}-{limit}-{seed}"
+        build_ensemble([single] * members_of(arm), out)
+        s = evaluate_ensemble(out, "cpu")
+        return {"accuracy": s["test_accuracy"], "nll": s["test_nll"], "seconds": 0.0,
+                "curve": s["ensemble_nll_by_members"]}  # fmt: skip
+    cfg = load_config(RECIPE, {**arm_overrides(arm, limit, protocol), "train.seed": seed})
+    out = scratch / f"{arm}-{limit}-{seed}" if protocol.identical_members and arm == "single" else None
+    s = train(cfg, out, progress=False).summary
+    # a snapshot run's evaluated model is its snapshot ensemble: test_* are the ensemble's
+    return {"accuracy": s["test_accuracy"], "nll": s["test_nll"], "seconds": s["total_seconds"],
+            "curve": s.get("ensemble_nll_by_members")}  # fmt: skip
+
+
+def measure(protocol: Protocol, log=lambda m: None) -> dict[str, dict[str, list[dict]]]:
+    """{target: {arm: [one result per seed]}}."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for target, (limit, arms) in protocol.targets.items():
+            runs[target] = {arm: [] for arm in arms}
+            for seed in range(protocol.seeds):
+                for arm in arms:
+                    runs[target][arm].append(run_arm(arm, limit, protocol, seed, Path(scratch)))
+                log(f"{target} seed {seed}: " + ", ".join(f"{a} {r[-1]['accuracy']:.4f}"
+                                                          for a, r in runs[target].items()))  # fmt: skip
+    return runs
+
+
+def interval(values: list[float]) -> dict[str, Any]:
+    """mean, std and 95% t interval (an interval of zero width when every value is equal)."""
+    if len(values) < 2:
+        return {"n": len(values), "mean": values[0] if values else math.nan, "std": 0.0, "ci95": None}
+    mean, low, high = t_interval(values)
+    if math.isnan(low):
+        low = high = mean
+    return {"n": len(values), "mean": mean, "std": float(np.std(values, ddof=1)), "ci95": [low, high]}
+
+
+def claim_verdict(gains: list[float], threshold: float = THRESHOLD) -> dict[str, Any]:
+    """The paired gains' interval against the threshold: supported at or above it, not supported
+    below it, inconclusive when it straddles it (or with fewer than two seeds)."""
+    stats = interval(gains)
+    if stats["ci95"] is None:
+        return {**stats, "gains": gains, "verdict": "inconclusive"}
+    low, high = stats["ci95"]
+    verdict = "supported" if low >= threshold else "not supported" if high < threshold else "inconclusive"
+    return {**stats, "gains": gains, "verdict": verdict}
+
+
+def combine_verdicts(verdicts: list[str]) -> str:
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return "mixed" if "supported" in verdicts and "not supported" in verdicts else "inconclusive"
+
+
+def comparisons(arms: dict[str, list[dict]]) -> dict[str, tuple[str, str]]:
+    """{name: (arm, baseline)} of the arms present."""
+    pairs = {}
+    for arm in arms:
+        m = members_of(arm)
+        if arm.startswith("ensemble-"):
+            pairs[f"{arm} vs single ({m}x budget)"] = (arm, "single")
+            if f"single-x{m}" in arms:
+                pairs[f"{arm} vs single-x{m} (equal budget)"] = (arm, f"single-x{m}")
+        elif arm in ("snapshot-5", "swa", "ema"):
+            pairs[f"{arm} vs single (equal budget)"] = (arm, "single")
+    return pairs
+
+
+def analyse(runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for target, arms in runs.items():
+        accuracy = {a: interval([r["accuracy"] for r in rs]) for a, rs in arms.items()}
+        verdicts = {}
+        for name, (arm, base) in comparisons(arms).items():
+            gains = [x["accuracy"] - y["accuracy"] for x, y in zip(arms[arm], arms[base])]
+            verdicts[name] = claim_verdict(gains)
+        curves = [r["curve"] for r in arms.get("ensemble-5", []) if r.get("curve")]
+        curve = np.mean(curves, axis=0).tolist() if curves else []
+        dee = {a: deep_ensemble_equivalent(float(np.mean([r["nll"] for r in rs])), curve) if curve else None
+               for a, rs in arms.items()}  # fmt: skip
+        independent = [
+            v["verdict"] for k, v in verdicts.items() if k.startswith("ensemble-") and "x budget" in k
+        ]
+        out[target] = {"accuracy": accuracy, "comparisons": verdicts, "nll_by_members": curve,
+                       "deep_ensemble_equivalent": dee,
+                       "claim": combine_verdicts(independent) if independent else "inconclusive"}  # fmt: skip
+    return out
+
+
+@register_experiment(
+    "ensembles",
+    claim="Combining several independently trained models raises test accuracy by about 2% (more on "
+    "small data); snapshots of one run are a cheaper ensemble.",
+    lecture="DNN & CNN: ensembles",
+)
+def ensembles_experiment(ctx: Context) -> Outcome:
+    protocol = Protocol(seeds=max(ctx.seeds, 2 if ctx.quick else 3))
+    if ctx.quick:  # 2 x 31 steps of 64: enough steps for batch norm's running statistics to settle
+        protocol.epochs, protocol.val_size, protocol.batch_size, protocol.lr = 2, 500, 64, 0.05
+        protocol.targets = {"2k": (2000, ("single", "ensemble-2", "single-x2"))}
+    ctx.seeds = protocol.seeds
+    runs = measure(protocol, ctx.log)
+    analysis = analyse(runs)
+    checks = [
+        check(f"{target}: {name}", v["mean"], "paired 95% CI >= +1 pt", v["verdict"] == "supported")
+        for target, a in analysis.items()
+        for name, v in a["comparisons"].items()
+    ]
+    claim = combine_verdicts([a["claim"] for a in analysis.values()])
+    draw(ctx, analysis)
+    measured = {"claim_verdict": claim, "targets": analysis}
+    return Outcome(measured, checks, {"protocol": asdict(protocol), "recipe": RECIPE}, notes(analysis, claim))
+
+
+def pct(stats: dict[str, Any], sign: bool = False) -> str:
+    ci = stats.get("ci95")
+    form = "+.2f" if sign else ".2f"
+    text = f"{100 * stats['mean']:{form}}"
+    return text + (f" [{100 * ci[0]:{form}}, {100 * ci[1]:{form}}]" if ci else "")
+
+
+PROTOCOL = """Protocol: the cpu-fast recipe (SpeedNet 32-64-128, patch-whitening stem, one-cycle Nesterov SGD,
+label smoothing 0.1, hflip, flip TTA), B = 3 epochs, each arm trained through `trainlab.run.train`, 3 seeds
+(seed s: the split, the single model, member 0 of each ensemble). Full Fashion-MNIST (55,000 training
+images, 5,000 held out) with fewer arms, to fit about 30 minutes on 2 CPU cores: single, ensemble-5 (5x
+budget), single-x5 (15 epochs: ensemble-5's budget), snapshot-5, SWA, EMA; the 5k subset (the first 5,000
+training images after the split) with every arm: ensembles of 2, 3 and 5 at Mx budget, single models at
+2x, 3x and 5x the epochs for equal budget, snapshot-5, SWA, EMA. Test accuracy on the 10,000 test images.
+A comparison is the paired gain over seeds with a 95% t interval; the claim "about +2%" is taken to hold
+where that interval lies at or above +1 point (supported), not where it lies below (not supported), and
+is inconclusive where it straddles +1 point. `--quick`: 2,000 images, 2 epochs at batch 64, 2 seeds,
+single, ensemble-2 and single-x2 only."""
+
+
+def notes(analysis: dict[str, Any], claim: str) -> str:
+    lines = [f'**The claim "about +2%" (independent ensembles at Mx budget): {claim}.**', "", PROTOCOL, ""]
+    for target, a in analysis.items():
+        lines += [f"### {target}", "", "| arm | test accuracy % [95% CI] | deep-ensemble equivalent |",
+                  "|---|---|---|"]  # fmt: skip
+        for arm, stats in a["accuracy"].items():
+            dee = a["deep_ensemble_equivalent"].get(arm)
+            lines.append(f"| {arm} | {pct(stats)} | {'' if dee is None else f'{dee:.2f}'} |")
+        lines += ["", "| comparison | gain, points [95% CI] | verdict (threshold +1 pt) |", "|---|---|---|"]
+        lines += [f"| {name} | {pct(v, True)} | {v['verdict']} |" for name, v in a["comparisons"].items()]
+        lines += ["", f"Verdict on the claim for {target}: **{a['claim']}**.", ""]
+    return "\n".join(lines)
+
+
+def draw(ctx: Context, analysis: dict[str, Any]) -> None:
+    fig, axes = plt.subplots(1, len(analysis), figsize=(6.5 * len(analysis), 4.2), squeeze=False)
+    for ax, (target, a) in zip(axes[0], analysis.items()):
+        arms = list(a["accuracy"])
+        means = [100 * a["accuracy"][arm]["mean"] for arm in arms]
+        errors = [100 * (s["ci95"][1] - s["mean"]) if s["ci95"] else 0 for s in a["accuracy"].values()]
+        colors = [plt.cm.tab10(0 if arm.startswith("ensemble") else 1 if arm.startswith("single") else 2)
+                  for arm in arms]  # fmt: skip
+        ax.bar(range(len(arms)), means, yerr=errors, capsize=3, color=colors)
+        ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=8)
+        low = min(means) - 2
+        ax.set_ylim(max(low, 0), max(means) + 1)
+        ax.set(ylabel="test accuracy (%)", title=f"{target}: mean and 95% CI over seeds")
+    fig.tight_layout()
+    ctx.figure("ensembles.png", fig, "Test accuracy per arm (blue: ensembles, orange: single models, "
+               "green: snapshot, SWA, EMA)")  # fmt: skip
