@@ -182,6 +182,11 @@ def run_pipeline(
         device = ranks.device
         check_global_batch(cfg.data.batch_size, ranks.world)
         check_sync_bn(cfg.train.sync_bn, ranks)
+        if cfg.train.unfreeze_at is not None and ranks.world > 1:  # DDP syncs what trained at its wrap
+            raise ConfigError(
+                f"train.unfreeze_at={cfg.train.unfreeze_at} with {ranks.world} processes: DDP synchronises "
+                "only the parameters that train when it wraps the model; run the unfreeze on one process"
+            )
     writer = ranks is None or ranks.is_writer
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

@@ -46,3 +46,14 @@ def test_a_rank_that_raises_ends_the_job_naming_it(tiny_mnist, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("trainlab: error: rank 0 failed (exit code 1)")
     assert "RuntimeError: injected failure at step 12" in done.stderr  # the rank's own report, above
+
+
+def test_an_unfreeze_under_ddp_is_refused_in_one_line(tiny_mnist, tmp_path):
+    """DDP registers the parameters that train when it wraps the model: a stage unfrozen later would
+    never be synchronised, and the ranks' weights would drift apart silently. Refused, not drifting."""
+    overrides = ("--set", "train.freeze=backbone", "--set", "train.unfreeze_at=2")
+    env = environment(tiny_mnist.parent)
+    done = trainlab("train", *RUN, *overrides, "--out", str(tmp_path / "run"), "--nproc", "2", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "train.unfreeze_at=2 with 2 processes" in done.stderr
+    assert "Traceback" not in done.stderr
