@@ -13,6 +13,8 @@ import torch
 from hypothesis import settings
 from PIL import Image
 
+from trainlab.training.trainer import Callback
+
 # One intra-op thread: on a 2-core machine shared with anything else, two OpenMP threads spin at every
 # barrier and small ops run tens of times slower (measured: 1.2 s vs 30 ms per SpeedNet step at batch 64).
 torch.set_num_threads(1)
@@ -94,3 +96,18 @@ def image_folder(root, classes=("dark", "light"), splits=("train", "test"), per_
                     folder / f"{i}.png"
                 )
     return root
+
+
+class Interrupted(Exception):
+    """What StopAt raises: a run stopped mid-epoch, as a crash would stop it (after its checkpoints)."""
+
+
+class StopAt(Callback):
+    """Interrupt a run after its global step `step`, to test resuming from there."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, step, loss):
+        if trainer.global_step == self.step:
+            raise Interrupted

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import trainlab
+from tests.conftest import Interrupted, StopAt
 from tests.tolerance import assert_float32_close
 from trainlab.config import ScheduleConfig
 from trainlab.data.loader import DeviceLoader
@@ -119,19 +120,6 @@ def test_averaging_settings_that_cannot_work_are_one_line_errors(overrides, mess
     with pytest.raises(ConfigError, match=message) as error:
         trainlab.train(trainlab.load_config("default", overrides), progress=False)
     assert "\n" not in str(error.value)
-
-
-class Interrupted(Exception):
-    pass
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, step, loss):
-        if trainer.global_step == self.step:
-            raise Interrupted
 
 
 def interrupted_then_resumed(cfg, run_dir, step):

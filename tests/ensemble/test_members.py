@@ -14,14 +14,13 @@ import torch
 from PIL import Image
 
 import trainlab
-from tests.conftest import write_tiny_mnist
+from tests.conftest import Interrupted, StopAt, write_tiny_mnist
 from tests.tolerance import assert_float32_close
 from trainlab.cli import main
 from trainlab.data.datasets import load_dataset
 from trainlab.ensemble.build import build_ensemble
 from trainlab.ensemble.evaluate import load_ensemble
 from trainlab.predict import load_trained
-from trainlab.training.callbacks import Callback
 from trainlab.training.checkpoint import load_checkpoint, save_checkpoint, unprefixed
 
 # SpeedNet as cpu-fast trains it (patch whitening, BN, one-cycle Nesterov SGD, label smoothing, hflip,
@@ -75,19 +74,6 @@ def test_grouped_members_equal_the_members_trained_one_after_another(runs):
             if w.is_floating_point():
                 scale = lr_reach * steps * (w.abs().max() + 1)
                 assert_float32_close(grouped[k], w, ops=fan_in * layers, scale=scale)
-
-
-class Interrupted(Exception):
-    pass
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, step, loss):
-        if trainer.global_step == self.step:
-            raise Interrupted
 
 
 def test_resume_mid_epoch_of_an_ensemble_is_bit_identical(tiny_mnist, tmp_path):
