@@ -75,15 +75,23 @@ class Predictor:
         """(outputs, targets) over every batch of `loader`, joined along the first dimension. A loader
         sharded across ranks (its `block`, trainlab.data.shard) yields this rank's batches; the ranks'
         outputs are gathered in rank order, so every rank returns those of the whole split."""
-        outputs, targets = [], []
-        for images, batch_targets in loader:
-            outputs.append(self.outputs(images))
-            targets.append(batch_targets)
-        if getattr(loader, "block", None) is not None:  # never empty: see shard_evaluation
-            return gather_rows(torch.cat(outputs)), gather_targets(concat(targets))
-        if not outputs:
-            return torch.zeros(0), torch.zeros(0, dtype=torch.long)
-        return torch.cat(outputs), concat(targets)
+        return run_batches(self.outputs, loader)
+
+
+def run_batches(
+    outputs_of: Callable[[torch.Tensor], torch.Tensor], loader: Iterable
+) -> tuple[torch.Tensor, Any]:
+    """(outputs_of(images) joined along the first dimension, targets) over every batch of `loader`: the
+    loop of Predictor.run, for any predictor (an ensemble's returns every member's outputs)."""
+    outputs, targets = [], []
+    for images, batch_targets in loader:
+        outputs.append(outputs_of(images))
+        targets.append(batch_targets)
+    if getattr(loader, "block", None) is not None:  # never empty: see shard_evaluation
+        return gather_rows(torch.cat(outputs)), gather_targets(concat(targets))
+    if not outputs:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outputs), concat(targets)
 
 
 def evaluate_split(

@@ -171,10 +171,16 @@ def evaluate_run(run_dir: Path | str, device: str = "auto") -> dict[str, Any]:
     data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
     check_dataset_fits(trained, data, run_dir)
     outputs = trained.predictor.run(test_loader(data, cfg, trained.device))
-    val_split = make_loaders(data, cfg, trained.device).val
-    val = trained.predictor.run(val_split) if len(val_split) else None
+    val = validation_outputs(trained.predictor, data, cfg, trained.device)
     result = evaluate_outputs(trained.predictor.task, *outputs, trained.classes, val=val)
     return {**result, "classes": trained.classes}
+
+
+def validation_outputs(predictor, data: ImageDataset, cfg: Config, device: torch.device) -> tuple | None:
+    """(outputs, targets) of `predictor` on the run's own seeded validation split, which the run fitted
+    its temperature on; None when the run held no validation split out."""
+    val_split = make_loaders(data, cfg, device).val
+    return predictor.run(val_split) if len(val_split) else None
 
 
 def predict_files(

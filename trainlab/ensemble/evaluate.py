@@ -20,14 +20,20 @@ from typing import Any
 import torch
 
 from trainlab.data.datasets import load_dataset
-from trainlab.data.splits import make_loaders, test_loader
+from trainlab.data.splits import test_loader
 from trainlab.ensemble.combine import combine
 from trainlab.ensemble.independent import member_summary
 from trainlab.ensemble.manifest import is_ensemble, read_manifest
 from trainlab.errors import DataError, TrainlabError
-from trainlab.inference import Predictor, evaluate_outputs
-from trainlab.predict import TrainedModel, check_dataset_fits, evaluate_run, load_trained, load_trained_file
-from trainlab.tasks.base import concat
+from trainlab.inference import Predictor, evaluate_outputs, run_batches
+from trainlab.predict import (
+    TrainedModel,
+    check_dataset_fits,
+    evaluate_run,
+    load_trained,
+    load_trained_file,
+    validation_outputs,
+)
 
 
 @dataclass
@@ -52,11 +58,7 @@ class EnsemblePredictor:
 
     def run_members(self, loader: Iterable) -> tuple[torch.Tensor, Any]:
         """(member outputs (N, M, K), targets) over every batch of `loader`."""
-        outputs, targets = [], []
-        for images, batch_targets in loader:
-            outputs.append(self.member_outputs(images))
-            targets.append(batch_targets)
-        return torch.cat(outputs), concat(targets)
+        return run_batches(self.member_outputs, loader)
 
     def run(self, loader: Iterable) -> tuple[torch.Tensor, Any]:
         outputs, targets = self.run_members(loader)
@@ -111,10 +113,7 @@ def evaluate_ensemble(directory: Path | str, device: str = "auto") -> dict[str, 
     data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
     check_dataset_fits(trained, data, directory)
     outputs, labels = predictor.run_members(test_loader(data, cfg, trained.device))
-    val = None
-    if shared_split(members):
-        val_split = make_loaders(data, cfg, trained.device).val
-        val = predictor.run(val_split) if len(val_split) else None
+    val = validation_outputs(predictor, data, cfg, trained.device) if shared_split(members) else None
     combined = combine(outputs, predictor.rule, predictor.weights)
     result = evaluate_outputs(predictor.task, combined, labels, trained.classes, val=val)
     extra = member_summary(outputs, labels, predictor.rule, predictor.weights)
