@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from trainlab.experiments import run_experiment
-from trainlab.experiments.ensembles import Protocol, analyse, claim_verdict, combine_verdicts, measure
+from trainlab.experiments.ensembles import Protocol, analyse, claim_verdict, measure
+from trainlab.experiments.stats import combine_verdicts
 
 
 def test_the_verdict_follows_the_interval_of_the_gains():

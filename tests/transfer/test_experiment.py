@@ -11,7 +11,8 @@ import torch
 
 from tests.transfer.conftest import SOURCE_KEYS
 from trainlab.config import load_config
-from trainlab.experiments.transfer import Protocol, combine, measure_runs, paired, recommendations
+from trainlab.experiments.stats import combine_verdicts as combine
+from trainlab.experiments.transfer import Protocol, measure_runs, paired, recommendations
 from trainlab.models import create_model
 from trainlab.run import train
 from trainlab.training.checkpoint import load_checkpoint, prefixed, save_checkpoint

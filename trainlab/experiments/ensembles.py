@@ -20,7 +20,6 @@ ensemble-5 arm's NLL by number of members (mean over seeds, not temperature-scal
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from trainlab.ensemble.build import build_ensemble
 from trainlab.ensemble.combine import deep_ensemble_equivalent
 from trainlab.ensemble.evaluate import evaluate_ensemble
 from trainlab.experiments.common import Context, Outcome, check, register_experiment
-from trainlab.report.compare import t_interval
+from trainlab.experiments.stats import combine_verdicts, interval, threshold_verdict
 from trainlab.run import train
 
 RECIPE = "cpu-fast"
@@ -113,31 +112,13 @@ def measure(protocol: Protocol, log=lambda m: None) -> dict[str, dict[str, list[
     return runs
 
 
-def interval(values: list[float]) -> dict[str, Any]:
-    """mean, std and 95% t interval (an interval of zero width when every value is equal)."""
-    if len(values) < 2:
-        return {"n": len(values), "mean": values[0] if values else math.nan, "std": 0.0, "ci95": None}
-    mean, low, high = t_interval(values)
-    if math.isnan(low):
-        low = high = mean
-    return {"n": len(values), "mean": mean, "std": float(np.std(values, ddof=1)), "ci95": [low, high]}
-
-
 def claim_verdict(gains: list[float], threshold: float = THRESHOLD) -> dict[str, Any]:
     """The paired gains' interval against the threshold: supported at or above it, not supported
     below it, inconclusive when it straddles it (or with fewer than two seeds)."""
     stats = interval(gains)
     if stats["ci95"] is None:
         return {**stats, "gains": gains, "verdict": "inconclusive"}
-    low, high = stats["ci95"]
-    verdict = "supported" if low >= threshold else "not supported" if high < threshold else "inconclusive"
-    return {**stats, "gains": gains, "verdict": verdict}
-
-
-def combine_verdicts(verdicts: list[str]) -> str:
-    if len(set(verdicts)) == 1:
-        return verdicts[0]
-    return "mixed" if "supported" in verdicts and "not supported" in verdicts else "inconclusive"
+    return {**stats, "gains": gains, "verdict": threshold_verdict(*stats["ci95"], threshold)}
 
 
 def comparisons(arms: dict[str, list[dict]]) -> dict[str, tuple[str, str]]:

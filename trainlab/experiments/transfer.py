@@ -31,6 +31,7 @@ import numpy as np
 
 from trainlab.config import load_config
 from trainlab.experiments.common import Context, Outcome, check, register_experiment
+from trainlab.experiments.stats import combine_verdicts, threshold_verdict
 from trainlab.report.compare import t_interval
 from trainlab.run import train
 from trainlab.training.trainer import TrainingDiverged
@@ -148,16 +149,7 @@ def paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
     mean, low, high = t_interval(diffs)
     if math.isnan(low):  # every difference equal: no spread
         low = high = mean
-    verdict = "supported" if low >= 0 else "not supported" if high < 0 else "inconclusive"
-    return out | {"mean": mean, "ci95": [low, high], "verdict": verdict}
-
-
-def combine(verdicts: list[str]) -> str:
-    """One recommendation's verdict from its sub-checks': all agree -> theirs; some supported and some
-    not -> mixed; otherwise (some inconclusive) -> inconclusive."""
-    if len(set(verdicts)) == 1:
-        return verdicts[0]
-    return "mixed" if "supported" in verdicts and "not supported" in verdicts else "inconclusive"
+    return out | {"mean": mean, "ci95": [low, high], "verdict": threshold_verdict(low, high, 0.0)}
 
 
 def best_early_k(arms: dict[str, list[dict]]) -> str:
@@ -187,7 +179,7 @@ def recommendations(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict[st
                 "rule": "; ".join(p["rule"] for p in parts),
                 "mean": parts[-1]["mean"],
                 "checks": parts,
-                "verdict": combine([p["verdict"] for p in parts]),
+                "verdict": combine_verdicts([p["verdict"] for p in parts]),
             }
     return out
 
