@@ -74,9 +74,7 @@ def scenario_overrides(scenario: str, source: Path, keep: int | None, n_train: i
         return {**COMMON, **val, **SMALL, **pretrained, "train.freeze": "backbone", "optim.lr": HEAD_LR}
     if scenario == "small-different":
         if keep is None:
-            with_stages = load_config(
-                None, {"model.name": src.model.name, "model.options": src.model.options}
-            )
+            with_stages = load_config(None, model)
             keep = max(1, len(stage_names(model_from_config(with_stages, (1, 28, 28), 2))) // 2)
         return {
             **COMMON,
@@ -87,10 +85,8 @@ def scenario_overrides(scenario: str, source: Path, keep: int | None, n_train: i
             "train.freeze": "backbone",
             "optim.lr": HEAD_LR,
         }
-    large = {**COMMON, **val, "data.batch_size": min(256, max(n_train // 20, 8))}
-    if scenario == "large-similar":
-        return {**large, **pretrained}
-    return {**large, **pretrained}  # large-different: also from scratch, see run_transfer
+    # large-similar and large-different alike (large-different also trains from scratch: run_transfer)
+    return {**COMMON, **val, "data.batch_size": min(256, max(n_train // 20, 8)), **pretrained}
 
 
 def run_transfer(
