@@ -3,7 +3,8 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2  # pytest-xdist: two workers, one torch thread each (tests/conftest.py)
+PYTEST_ARGS ?= -n 2 --dist loadgroup  # two xdist workers, one torch thread each (tests/conftest.py);
+# loadgroup keeps the tests that share a module-scoped run on one worker (tests/experiments)
 
 .PHONY: demo test install data browser lint format bench clean
 

@@ -111,3 +111,29 @@ class StopAt(Callback):
     def on_train_batch_end(self, trainer, step, loss):
         if trainer.global_step == self.step:
             raise Interrupted
+
+
+def shared_fixture(item) -> str | None:
+    """The first module- or session-scoped fixture of `item` defined in a test directory's file (not the
+    root conftest, whose shared fixtures are cheap), as "path::name"; None if it uses none."""
+    root = Path(__file__).parent
+    for name in item._fixtureinfo.names_closure:
+        for fixture in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            defined_in = Path(fixture.func.__code__.co_filename)
+            if fixture.scope in ("module", "session") and defined_in.is_relative_to(root):
+                if defined_in != root / "conftest.py":
+                    return f"{defined_in.relative_to(root)}::{name}"
+    return None
+
+
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n 2 --dist loadgroup` (make test), the tests that share an expensive fixture
+    (trained runs) go to one worker: each worker builds such a fixture for itself, so tests spread over
+    both would build it twice. A test that names its own group (tests/experiments: one per experiment)
+    keeps it."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") or not hasattr(item, "_fixtureinfo"):
+            continue
+        group = shared_fixture(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -21,7 +21,9 @@ SCRIPT = textwrap.dedent(
     for name in trainlab.__all__:
         obj = getattr(trainlab, name)
         assert not isinstance(obj, types.ModuleType), f"trainlab.{name} is a module"
-        assert obj is getattr(importlib.import_module(trainlab._API[name]), name), name
+        module, attribute = trainlab._API[name] if isinstance(trainlab._API[name], tuple) else (
+            trainlab._API[name], name)
+        assert obj is getattr(importlib.import_module(module), attribute), name
 
     # The calls README and docs make.
     small = {"data.dataset": "mnist", "data.limit_train": 128, "data.val_size": 32, "data.batch_size": 64,
@@ -31,6 +33,14 @@ SCRIPT = textwrap.dedent(
     assert evaluated["test_accuracy"] == result.summary["test_accuracy"]
     trained = trainlab.load_trained(sys.argv[1], device="cpu")
     assert trained.probabilities(trainlab.load_dataset("mnist").test_images[:2]).shape == (2, 10)
+    # An ensemble directory goes through the same two calls (docs/ensembles.md).
+    two = trainlab.load_config("default", {**small, "ensemble.members": 2})
+    ensemble = trainlab.train(two, sys.argv[1] + "-ens", progress=False)
+    evaluated = trainlab.evaluate_run(sys.argv[1] + "-ens", device="cpu")
+    assert evaluated["ensemble_members"] == 2
+    assert evaluated["test_accuracy"] == ensemble.summary["test_accuracy"]
+    members = trainlab.load_trained(sys.argv[1] + "-ens", device="cpu")
+    assert members.probabilities(trainlab.load_dataset("mnist").test_images[:2]).shape == (2, 10)
     trainlab.create_activation("leaky_relu", slope=0.1)
     model = trainlab.create_model("resnet18", in_channels=1, num_classes=10, act="leaky_relu", norm="group")
     trainlab.init_model(model, "kaiming_normal")

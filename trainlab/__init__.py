@@ -29,7 +29,8 @@ _API = {
     "list_tasks": "trainlab.tasks",
     "Task": "trainlab.tasks",
     "Predictor": "trainlab.inference",
-    "evaluate_run": "trainlab.predict",
+    # a run directory or an ensemble directory (ensemble.json): the same entry points as the CLI's
+    "evaluate_run": ("trainlab.ensemble.evaluate", "evaluate_directory"),
     "predict_files": "trainlab.predict",
     "Trainer": "trainlab.training.trainer",
     "Callback": "trainlab.training.callbacks",
@@ -42,7 +43,7 @@ _API = {
     "create_penalty": "trainlab.nn.regularize",
     "Standardizer": "trainlab.data.preprocess",
     "Augment": "trainlab.data.augment",
-    "load_trained": "trainlab.predict",
+    "load_trained": ("trainlab.ensemble.evaluate", "load_directory"),
     "run_experiment": "trainlab.experiments",
     "export_onnx": "trainlab.export",
     "compare_runs": "trainlab.report.compare",
@@ -52,5 +53,6 @@ __all__ = sorted(_API)
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        module, attribute = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'trainlab' has no attribute {name!r}")

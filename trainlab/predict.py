@@ -176,11 +176,16 @@ def evaluate_run(run_dir: Path | str, device: str = "auto") -> dict[str, Any]:
     return {**result, "classes": trained.classes}
 
 
-def validation_outputs(predictor, data: ImageDataset, cfg: Config, device: torch.device) -> tuple | None:
+def validation_outputs(
+    predictor, data: ImageDataset, cfg: Config, device: torch.device, members: bool = False
+) -> tuple | None:
     """(outputs, targets) of `predictor` on the run's own seeded validation split, which the run fitted
-    its temperature on; None when the run held no validation split out."""
+    its temperature on (with `members`, an ensemble's uncombined member outputs (N, M, K)); None when
+    the run held no validation split out."""
     val_split = make_loaders(data, cfg, device).val
-    return predictor.run(val_split) if len(val_split) else None
+    if not len(val_split):
+        return None
+    return predictor.run_members(val_split) if members else predictor.run(val_split)
 
 
 def predict_files(

@@ -172,11 +172,11 @@ def test_snapshot_run_writes_its_snapshots_and_resumes_mid_cycle_bit_identically
     assert result.summary["snapshots"] == 3 and len(result.summary["member_test_accuracy"]) == 3
     assert [m["val_accuracy"] for m in manifest["members"]] == result.summary["member_val_accuracy"]
     # the run's test metrics are the ensemble's: a fresh evaluation of the directory gives them again
-    from trainlab.ensemble.evaluate import evaluate_directory
+    from trainlab.predict import evaluate_run
 
-    assert evaluate_directory(run, "cpu")["test_loss"] == result.summary["test_loss"]
+    assert trainlab.evaluate_run(run, "cpu")["test_loss"] == result.summary["test_loss"]
     assert result.summary["test_loss"] not in [
-        trainlab.evaluate_run(run, "cpu")["test_loss"]  # the last snapshot alone (model.safetensors)
+        evaluate_run(run, "cpu")["test_loss"]  # the last snapshot alone (model.safetensors)
     ]
     lrs = [float(line.split(",")[3]) for line in (run / "steps.csv").read_text().splitlines()[1:]]
     assert lrs[0] == lrs[4] == lrs[8] == cfg.optim.lr  # 4 steps an epoch, a cycle an epoch: restarts

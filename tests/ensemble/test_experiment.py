@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from trainlab.experiments import run_experiment
+from trainlab.experiments import ensembles, run_experiment
 from trainlab.experiments.ensembles import Protocol, analyse, claim_verdict, measure
 from trainlab.experiments.stats import combine_verdicts
 
@@ -23,16 +23,30 @@ def test_the_verdict_follows_the_interval_of_the_gains():
     assert combine_verdicts(["supported", "inconclusive"]) == "inconclusive"
 
 
-def test_an_ensemble_of_identical_members_gains_nothing_and_the_claim_is_not_supported(tiny_mnist):
-    protocol = Protocol(
-        seeds=2, epochs=1, val_size=44, batch_size=64, dataset="mnist", identical_members=True
-    )
-    protocol.targets = {"tiny": (256, ("single", "ensemble-3"))}
-    runs = measure(protocol)
+def test_an_ensemble_of_identical_members_gains_nothing_and_the_claim_is_not_supported(
+    tiny_mnist, tmp_path, monkeypatch
+):
+    protocol = Protocol(seeds=2, val_size=44, batch_size=64, dataset="mnist", identical_members=True)
+    protocol.targets = {"tiny": (256, ("single", "ensemble-2", "ensemble-3"), 1)}
+    runs = measure(protocol, cache=tmp_path)
     result = analyse({"tiny": runs["tiny"]})["tiny"]
     comparison = result["comparisons"]["ensemble-3 vs single (3x budget)"]
     assert comparison["gains"] == [0.0, 0.0]
     assert comparison["verdict"] == "not supported" and result["claim"] == "not supported"
+    # identical members are worth one member, by the plain and the calibrated NLL alike
+    assert result["deep_ensemble_equivalent"]["ensemble-3"] == 1.0
+    assert result["deep_ensemble_equivalent_ts"]["ensemble-3"] == 1.0
+    for two, three in zip(runs["tiny"]["ensemble-2"], runs["tiny"]["ensemble-3"]):
+        # read off ensemble-3's first two members
+        assert two["curve"] == three["curve"][:2] and two["nll"] == three["curve"][1]
+        assert two["curve_ts"] == three["curve_ts"][:2] and two["nll_ts"] == three["curve_ts"][1]
+    # each finished seed is cached: a second measure (an interrupted experiment resumed) trains nothing,
+    # and a changed setting trains again
+    monkeypatch.setattr(ensembles, "run_arm", lambda *a: pytest.fail("trained a cached seed"))
+    assert measure(protocol, cache=tmp_path) == runs
+    protocol.val_size = 40
+    with pytest.raises(pytest.fail.Exception, match="cached seed"):
+        measure(protocol, cache=tmp_path)
 
 
 @pytest.mark.slow

@@ -107,7 +107,8 @@ def test_eval_and_predict_on_an_ensemble_directory_from_a_fresh_process(tiny_mni
                                check=True, text=True)  # fmt: skip
     result = json.loads(evaluated.stdout)
     for key in ("test_accuracy", "test_loss", "test_nll", "test_ece", "member_test_accuracy",
-                "member_disagreement", "deep_ensemble_equivalent", "temperature"):  # fmt: skip
+                "member_disagreement", "deep_ensemble_equivalent", "temperature",
+                "ensemble_nll_ts_by_members", "deep_ensemble_equivalent_ts"):  # fmt: skip
         assert result[key] == summary[key], key
 
     images = load_dataset("mnist").test_images[:2]

@@ -71,7 +71,13 @@ def test_verdict_is_computed_from_the_checks():
     assert verdict([yes, no]) == "mixed"
 
 
-@pytest.mark.parametrize("name", NAMES)
+def same_worker(name: str):
+    """Every test of one experiment on one pytest-xdist worker (`--dist loadgroup`): its quick run is
+    cached per worker, so tests of one experiment spread over two workers would run it twice."""
+    return pytest.mark.xdist_group(name)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=same_worker(n)) for n in NAMES])
 def test_quick_run_writes_results_readme_and_figures(quick, name):
     r = quick(name)
     assert r["verdict"] in ("supported", "not supported", "mixed")
@@ -88,6 +94,7 @@ def test_quick_run_writes_results_readme_and_figures(quick, name):
         assert f"]({figure})" in readme
 
 
+@same_worker("init")
 def test_init_collapse_saturation_and_stability(quick):
     m = quick("init")["measured"]
     std = m["per_layer_std"]
@@ -102,6 +109,7 @@ def test_init_collapse_saturation_and_stability(quick):
     assert m["symmetry"]["random (PyTorch default)"]["distinct_units"] == 32
 
 
+@same_worker("activations")
 def test_activations_relu_beats_sigmoid_and_sigmoid_gradient_vanishes(quick):
     m = quick("activations")["measured"]
     acc = m["final_val_accuracy"]
@@ -113,11 +121,13 @@ def test_activations_relu_beats_sigmoid_and_sigmoid_gradient_vanishes(quick):
     assert flow["sigmoid"][0] / flow["sigmoid"][-1] < 0.01 * flow["relu"][0] / flow["relu"][-1]
 
 
+@same_worker("dead_relu")
 def test_dead_relu_more_units_die_at_high_learning_rate(quick):
     dead = quick("dead_relu")["measured"]["dead_share_by_lr"]["ReLU"]
     assert dead["1.0"] > dead["0.03"] + 0.02
 
 
+@same_worker("zero_centering")
 def test_zero_centering_same_sign_gradients_and_slower_path(quick):
     m = quick("zero_centering")["measured"]
     assert m["same_sign_share"]["positive"] == 1.0 and m["same_sign_share"]["centred"] < 0.75
@@ -126,12 +136,14 @@ def test_zero_centering_same_sign_gradients_and_slower_path(quick):
     assert curvature["scale01"] > curvature["channel_mean"]
 
 
+@same_worker("preprocessing")
 def test_preprocessing_centred_inputs_beat_raw_pixels(quick):
     acc = quick("preprocessing")["measured"]["final_val_accuracy"]
     assert acc["channel_mean_std"] > acc["none"] + 0.1
     assert set(acc) == {"none", "mean_image", "channel_mean", "channel_mean_std", "pca_whiten", "zca_whiten"}
 
 
+@same_worker("batchnorm")
 def test_batchnorm_rescues_bad_init_and_folds_exactly(quick):
     m = quick("batchnorm")["measured"]
     assert m["bad_init_val_accuracy"]["batch"] > m["bad_init_val_accuracy"]["none"] + 0.1
@@ -140,6 +152,7 @@ def test_batchnorm_rescues_bad_init_and_folds_exactly(quick):
     assert set(m["norm_by_batch_size_val_accuracy"]) == {"batch", "layer", "instance", "group"}
 
 
+@same_worker("regularization")
 def test_regularization_overfits_without_and_l1_sparsifies(quick):
     m = quick("regularization")["measured"]
     gap = m["train_minus_val_accuracy_at_end"]
@@ -148,6 +161,7 @@ def test_regularization_overfits_without_and_l1_sparsifies(quick):
     assert m["first_layer_sparsity"]["L1 (2e-4)"] > m["first_layer_sparsity"]["none"]
 
 
+@same_worker("dropout_inference")
 def test_dropout_mc_average_converges_to_the_rescaled_pass(quick):
     m = quick("dropout_inference")["measured"]
     for name, errors in m["relative_error_of_mc_mean_by_masks"].items():
@@ -157,6 +171,7 @@ def test_dropout_mc_average_converges_to_the_rescaled_pass(quick):
         assert abs(accs[0] - accs[1]) < 0.02
 
 
+@same_worker("approximation")
 def test_approximation_relu_sum_exact_and_linear_net_fails_on_rings(quick):
     from trainlab.experiments.approximation import NEURONS
 
@@ -170,6 +185,7 @@ def test_approximation_relu_sum_exact_and_linear_net_fails_on_rings(quick):
     assert shallow["128"] < shallow["1"]
 
 
+@same_worker("augmentation")
 def test_augmentation_measures_every_quick_augmentation(quick):
     acc = quick("augmentation")["measured"]["test_accuracy"]
     assert set(acc) == {"none", "translate=2", "mixup=0.2"}

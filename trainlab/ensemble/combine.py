@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from trainlab.errors import ConfigError
+from trainlab.tasks.calibration import fit_temperature
 
 COMBINE_RULES = ("mean_prob", "mean_logit", "vote", "weighted")
 NO_VOTE = 1e-12  # the probability of a class that no member voted for
@@ -67,14 +68,39 @@ def member_disagreement(member_logits: torch.Tensor) -> float:
     return float(differ.float().sum((1, 2)).mean() / (m * (m - 1)))
 
 
-def nll_by_size(member_logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+def nll_by_size(
+    member_logits: torch.Tensor, labels: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> list[float]:
     """The test NLL of the mean-probability ensemble of the first k members, for k = 1..M: the curve that
-    the deep-ensemble equivalent reads (Ashukha et al. 2020)."""
+    the deep-ensemble equivalent reads (Ashukha et al. 2020). With `val` = (member logits (N', M, K),
+    labels) of a validation split, the calibrated curve that Ashukha et al. use: each k-member ensemble's
+    log-probabilities are divided by the temperature fitted on its own validation outputs first."""
     curve = []
     for k in range(1, member_logits.shape[1] + 1):
         logp = combine(member_logits[:, :k], "mean_prob")
-        curve.append(float(F.nll_loss(logp, labels)))
+        if val is not None:
+            logp = logp / fit_temperature(combine(val[0][:, :k], "mean_prob"), val[1])
+        curve.append(float(F.cross_entropy(logp, labels)))
     return curve
+
+
+def accuracy_by_size(member_logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """The accuracy of the mean-probability ensemble of the first k members, for k = 1..M. Members are
+    independent, so the first k members of an M-member run are the members of a k-member run."""
+    return [
+        float((combine(member_logits[:, :k], "mean_prob").argmax(1) == labels).double().mean())
+        for k in range(1, member_logits.shape[1] + 1)
+    ]
+
+
+def calibrated_nll(
+    logits: torch.Tensor, labels: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor]
+) -> float:
+    """The test NLL of `logits` after the temperature fitted on `val` = (logits, labels) (Guo et al. 2017)."""
+    return float(F.cross_entropy(logits / fit_temperature(*val), labels))
+
+
+NLL_ROUNDING = 32 * 2.0**-23  # float32 rounding of a mean over ~1e4 terms (pairwise summation: ~log2 N eps)
 
 
 def deep_ensemble_equivalent(nll: float, curve: list[float]) -> float:
@@ -85,10 +111,13 @@ def deep_ensemble_equivalent(nll: float, curve: list[float]) -> float:
     size when it is at least as good as the whole ensemble (the curve says nothing beyond it)."""
     if not curve:
         raise ConfigError("deep-ensemble equivalent: the reference curve is empty")
-    if nll >= curve[0]:
+    # NLLs are float32 means: two that differ by less than their rounding are the same NLL (a flat
+    # curve of identical members is worth 1, whichever way the rounding fell)
+    tol = NLL_ROUNDING * max(abs(nll), *map(abs, curve))
+    if nll >= curve[0] - tol:
         return 1.0
     for k in range(1, len(curve)):
         high, low = curve[k - 1], curve[k]
-        if nll >= low:
+        if nll >= low - tol:
             return k + (high - nll) / (high - low) if high > low else float(k + 1)
     return float(len(curve))

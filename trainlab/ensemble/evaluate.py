@@ -113,10 +113,14 @@ def evaluate_ensemble(directory: Path | str, device: str = "auto") -> dict[str, 
     data = load_dataset(cfg.data.dataset, cfg.data.memory_budget_mb)
     check_dataset_fits(trained, data, directory)
     outputs, labels = predictor.run_members(test_loader(data, cfg, trained.device))
-    val = validation_outputs(predictor, data, cfg, trained.device) if shared_split(members) else None
+    shared = shared_split(members)
+    val_members = validation_outputs(predictor, data, cfg, trained.device, members=True) if shared else None
+    val = (
+        (combine(val_members[0], predictor.rule, predictor.weights), val_members[1]) if val_members else None
+    )
     combined = combine(outputs, predictor.rule, predictor.weights)
     result = evaluate_outputs(predictor.task, combined, labels, trained.classes, val=val)
-    extra = member_summary(outputs, labels, predictor.rule, predictor.weights)
+    extra = member_summary(outputs, labels, predictor.rule, predictor.weights, val_members)
     return {**result, **extra, "ensemble_members": len(members), "classes": trained.classes}
 
 

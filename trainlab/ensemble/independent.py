@@ -20,7 +20,14 @@ from torch import nn
 
 from trainlab.config import Config
 from trainlab.data.splits import Loaders
-from trainlab.ensemble.combine import combine, deep_ensemble_equivalent, member_disagreement, nll_by_size
+from trainlab.ensemble.combine import (
+    accuracy_by_size,
+    calibrated_nll,
+    combine,
+    deep_ensemble_equivalent,
+    member_disagreement,
+    nll_by_size,
+)
 from trainlab.ensemble.manifest import write_manifest
 from trainlab.ensemble.members import (
     EnsembleTask,
@@ -64,7 +71,7 @@ class IndependentEnsemble:
         if self.task.rule == "weighted":
             self.task.weights = torch.tensor(self.val_accuracy, device=outputs.device)
 
-    def summary(self, trainer: Trainer, test_loader: Any) -> dict[str, Any]:
+    def summary(self, trainer: Trainer, test_loader: Any, val_loader: Any = None) -> dict[str, Any]:
         """The members on the test split: each one's accuracy, how often they disagree (Fort et al.
         2019), the NLL of the first k members' mean-probability ensemble, and the deep-ensemble
         equivalent of the combined prediction (Ashukha et al. 2020)."""
@@ -77,8 +84,10 @@ class IndependentEnsemble:
         }
         if test_loader is None:
             return summary
-        outputs, labels = member_predictor(trainer, self.task.task).run(test_loader)  # (N, M, K)
-        return {**summary, **member_summary(outputs, labels, self.task.rule, self.task.weights)}
+        predictor = member_predictor(trainer, self.task.task)
+        outputs, labels = predictor.run(test_loader)  # (N, M, K)
+        val = predictor.run(val_loader) if val_loader is not None and len(val_loader) else None
+        return {**summary, **member_summary(outputs, labels, self.task.rule, self.task.weights, val)}
 
     def write(self, run_dir: Path, trainer: Trainer, meta: dict, fixed_tensors: dict) -> None:
         """RUN/members/member-K.safetensors and RUN/ensemble.json."""
@@ -97,20 +106,33 @@ class IndependentEnsemble:
 
 
 def member_summary(
-    outputs: torch.Tensor, labels: torch.Tensor, rule: str, weights: torch.Tensor | None
+    outputs: torch.Tensor,
+    labels: torch.Tensor,
+    rule: str,
+    weights: torch.Tensor | None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """What summary.json and `trainlab eval` report of member outputs (N, M, K) on labelled data."""
+    """What summary.json and `trainlab eval` report of member outputs (N, M, K) on labelled data; with
+    `val` = (member outputs, labels) of the validation split, also the calibrated (temperature-scaled)
+    NLL curve and deep-ensemble equivalent, which Ashukha et al. (2020) recommend over the plain ones."""
     accuracy = (outputs.argmax(2) == labels[:, None]).double().mean(0).tolist()
     curve = nll_by_size(outputs, labels)
     combined = combine(outputs, rule, weights)
-    nll = float(torch.nn.functional.nll_loss(combined.log_softmax(1), labels))
-    return {
+    nll = float(torch.nn.functional.cross_entropy(combined, labels))
+    summary = {
         "member_test_accuracy": accuracy,
         "member_test_accuracy_mean": float(np.mean(accuracy)),
         "member_disagreement": member_disagreement(outputs),
         "ensemble_nll_by_members": curve,
+        "ensemble_accuracy_by_members": accuracy_by_size(outputs, labels),
         "deep_ensemble_equivalent": deep_ensemble_equivalent(nll, curve),
     }
+    if val is not None and len(val[1]):
+        curve_ts = nll_by_size(outputs, labels, val)
+        nll_ts = calibrated_nll(combined, labels, (combine(val[0], rule, weights), val[1]))
+        summary |= {"ensemble_nll_ts_by_members": curve_ts,
+                    "deep_ensemble_equivalent_ts": deep_ensemble_equivalent(nll_ts, curve_ts)}  # fmt: skip
+    return summary
 
 
 def member_predictor(trainer: Trainer, task: Task) -> Predictor:

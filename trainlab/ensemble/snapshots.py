@@ -56,7 +56,8 @@ def snapshot_summary(predictor: EnsemblePredictor, loaders: Loaders) -> dict[str
     summary = {"snapshots": len(predictor.members), "member_val_accuracy": val_accuracy(predictor, loaders)}
     if loaders.test is not None and predictor.task.name == "classification":
         outputs, labels = predictor.run_members(loaders.test)
-        summary.update(member_summary(outputs, labels, predictor.rule, predictor.weights))
+        val = predictor.run_members(loaders.val) if len(loaders.val) else None
+        summary.update(member_summary(outputs, labels, predictor.rule, predictor.weights, val))
     return summary
 
 

@@ -2,7 +2,8 @@
 rises by about 2%; instead of training independent models, use several snapshots of one model" (DNN &
 CNN deck). Measured through the Trainer (trainlab.run.train) with the cpu-fast recipe's SpeedNet.
 
-Arms (B = the recipe's epochs, 3):
+Arms (B = one member's epochs: 3 on full Fashion-MNIST, the recipe's; 15 on the 5k subset, where 3
+epochs leave a single model far from converged):
 - single: one model, B epochs (1x budget);
 - ensemble-M: M independent members (seeds s .. s+M-1), B epochs each: Mx budget;
 - single-xM: one model, M x B epochs: the same budget as ensemble-M ("equal budget");
@@ -15,7 +16,11 @@ split), with a 95% t interval. The claim "about +2%" is taken to hold for a comp
 lies at or above +1 point (half of it): `supported` then, `not supported` when the interval lies below
 +1, `inconclusive` when it straddles +1; `mixed` when comparisons of one question disagree. The
 deep-ensemble equivalent (Ashukha et al. 2020) of each arm reads its test NLL against the curve of the
-ensemble-5 arm's NLL by number of members (mean over seeds, not temperature-scaled).
+ensemble-5 arm's NLL by number of members (mean over seeds), both plain and calibrated (each NLL after
+the temperature fitted on the validation split, which Ashukha et al. use).
+
+The single model and the ensembles of 2 and 3 are read off the first 1, 2 and 3 members of each seed's
+ensemble-5 (nested_arms): members are independent, so these are exactly the runs they stand for.
 """
 
 from __future__ import annotations
@@ -34,24 +39,24 @@ from trainlab.ensemble.combine import deep_ensemble_equivalent
 from trainlab.ensemble.evaluate import evaluate_ensemble
 from trainlab.experiments.common import Context, Outcome, check, register_experiment
 from trainlab.experiments.stats import combine_verdicts, interval, threshold_verdict
+from trainlab.io import atomic_write_json, read_json
 from trainlab.run import train
 
 RECIPE = "cpu-fast"
 THRESHOLD = 0.01  # +1 point: half of the claimed +2%
-FULL_ARMS = ("single", "ensemble-5", "single-x5", "snapshot-5", "swa", "ema")
+FULL_ARMS = ("single", "ensemble-2", "ensemble-3", "ensemble-5", "single-x2", "snapshot-5", "swa", "ema")
 SUBSET_ARMS = ("single", "ensemble-2", "ensemble-3", "ensemble-5", "single-x2", "single-x3", "single-x5",
                "snapshot-5", "swa", "ema")  # fmt: skip
 
 
 @dataclass
 class Protocol:
-    """The scale: seeds, the recipe's epochs B, and per target (limit_train or None for all, arms)."""
+    """The scale: seeds, and per target (limit_train or None for all, arms, epochs B of one member)."""
 
     seeds: int = 3
-    epochs: int = 3
     val_size: int = 5000
-    targets: dict[str, tuple[int | None, tuple[str, ...]]] = field(
-        default_factory=lambda: {"5k": (5000, SUBSET_ARMS), "full": (None, FULL_ARMS)}
+    targets: dict[str, tuple[int | None, tuple[str, ...], int]] = field(
+        default_factory=lambda: {"5k": (5000, SUBSET_ARMS, 15), "full": (None, FULL_ARMS, 3)}
     )
     dataset: str | None = None  # None: the recipe's (fashion-mnist)
     batch_size: int | None = None  # None: the recipe's (256)
@@ -63,50 +68,105 @@ def members_of(arm: str) -> int:
     return int(arm.rsplit("-", 1)[1].lstrip("x")) if "-" in arm else 1
 
 
-def arm_overrides(arm: str, limit: int | None, protocol: Protocol) -> dict[str, Any]:
-    keys = {"data.limit_train": limit, "data.val_size": protocol.val_size, "train.epochs": protocol.epochs}
+def arm_overrides(arm: str, limit: int | None, epochs: int, protocol: Protocol) -> dict[str, Any]:
+    keys = {"data.limit_train": limit, "data.val_size": protocol.val_size, "train.epochs": epochs}
     keys |= {"data.batch_size": protocol.batch_size} if protocol.batch_size else {}
     keys |= {"data.dataset": protocol.dataset} if protocol.dataset else {}
     keys |= {"optim.lr": protocol.lr} if protocol.lr else {}
     if arm.startswith("ensemble-"):
         keys["ensemble.members"] = members_of(arm)
     elif arm.startswith("single-x"):
-        keys["train.epochs"] = protocol.epochs * members_of(arm)
+        keys["train.epochs"] = epochs * members_of(arm)
     elif arm == "snapshot-5":
         keys |= {"schedule.name": "cyclic_cosine", "ensemble.snapshots": 5}
     elif arm == "swa":
-        keys["train.swa_start"] = max(protocol.epochs - 1, 1)
+        keys["train.swa_start"] = max(epochs - 1, 1)
     elif arm == "ema":
         keys["train.ema"] = 0.99
     return keys
 
 
-def run_arm(arm: str, limit: int | None, protocol: Protocol, seed: int, scratch: Path) -> dict[str, Any]:
-    """{accuracy, nll, seconds, curve} of one arm and seed."""
+def nested_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
+    """The arms read off the largest ensemble's first k members instead of trained on their own: the
+    single model (its member 0) and the smaller ensembles. Members are independent (docs/ensembles.md:
+    member m is the run of seed s + m), so these are the runs they stand for, without training them."""
+    largest = max((members_of(a) for a in arms if a.startswith("ensemble-")), default=0)
+    return tuple(a for a in arms if a == "single" or (a.startswith("ensemble-") and members_of(a) < largest))
+
+
+def of_members(summary: dict[str, Any], k: int) -> dict[str, Any]:
+    """{accuracy, nll, nll_ts, curve, curve_ts, seconds} of the first k members of an ensemble's summary."""
+    m = len(summary["ensemble_accuracy_by_members"])
+    curve, curve_ts = summary["ensemble_nll_by_members"], summary.get("ensemble_nll_ts_by_members")
+    return {"accuracy": summary["ensemble_accuracy_by_members"][k - 1], "nll": curve[k - 1],
+            "nll_ts": curve_ts[k - 1] if curve_ts else None, "curve": curve[:k],
+            "curve_ts": curve_ts[:k] if curve_ts else None,
+            "seconds": summary.get("total_seconds", 0.0) * k / m}  # fmt: skip
+
+
+def of_run(summary: dict[str, Any]) -> dict[str, Any]:
+    # a snapshot run's evaluated model is its snapshot ensemble: test_* are the ensemble's
+    return {"accuracy": summary["test_accuracy"], "nll": summary["test_nll"],
+            "nll_ts": summary.get("test_nll_ts"), "seconds": summary["total_seconds"]}  # fmt: skip
+
+
+def run_arm(arm: str, limit: int | None, epochs: int, protocol: Protocol, seed: int, scratch: Path) -> dict:
+    """The summary of one arm and seed; with `identical_members`, an ensemble is M copies of the
+    seed's single model (built by trainlab ensemble and evaluated from its directory)."""
+    single = scratch / f"single-{limit}-{seed}"
     if arm.startswith("ensemble-") and protocol.identical_members:
-        single = scratch / f"single-{limit}-{seed}"
+        if not single.is_dir():
+            run_arm("single", limit, epochs, protocol, seed, scratch)
         out = scratch / f"{arm}-{limit}-{seed}"
         build_ensemble([single] * members_of(arm), out)
-        s = evaluate_ensemble(out, "cpu")
-        return {"accuracy": s["test_accuracy"], "nll": s["test_nll"], "seconds": 0.0,
-                "curve": s["ensemble_nll_by_members"]}  # fmt: skip
-    cfg = load_config(RECIPE, {**arm_overrides(arm, limit, protocol), "train.seed": seed})
-    out = scratch / f"{arm}-{limit}-{seed}" if protocol.identical_members and arm == "single" else None
-    s = train(cfg, out, progress=False).summary
-    # a snapshot run's evaluated model is its snapshot ensemble: test_* are the ensemble's
-    return {"accuracy": s["test_accuracy"], "nll": s["test_nll"], "seconds": s["total_seconds"],
-            "curve": s.get("ensemble_nll_by_members")}  # fmt: skip
+        return evaluate_ensemble(out, "cpu")
+    cfg = load_config(RECIPE, {**arm_overrides(arm, limit, epochs, protocol), "train.seed": seed})
+    out = single if protocol.identical_members and arm == "single" else None
+    return train(cfg, out, progress=False).summary
 
 
-def measure(protocol: Protocol, log=lambda m: None) -> dict[str, dict[str, list[dict]]]:
-    """{target: {arm: [one result per seed]}}."""
+def seed_results(target: str, protocol: Protocol, seed: int, scratch: Path) -> dict[str, dict]:
+    """{arm: result} of one target and seed: every arm trained, the nested ones read off the largest
+    ensemble."""
+    limit, arms, epochs = protocol.targets[target]
+    nested, results = nested_arms(arms), {}
+    for arm in arms:
+        if arm in nested:
+            continue
+        summary = run_arm(arm, limit, epochs, protocol, seed, scratch)
+        if arm.startswith("ensemble-"):
+            results |= {k_arm: of_members(summary, members_of(k_arm)) for k_arm in nested}
+            results[arm] = of_members(summary, members_of(arm))
+        else:
+            results[arm] = of_run(summary)
+    return {arm: results[arm] for arm in arms}
+
+
+def measure(protocol: Protocol, log=lambda m: None, cache: Path | None = None) -> dict[str, dict[str, list]]:
+    """{target: {arm: [one result per seed]}}. With `cache`, each (target, seed) is written to
+    cache/TARGET-seedS.json when done and read back instead of trained when its settings match: an
+    interrupted experiment resumes from its last finished seed, and the targets can run separately."""
     runs: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for target, (limit, arms) in protocol.targets.items():
+        for target, (limit, arms, epochs) in protocol.targets.items():
             runs[target] = {arm: [] for arm in arms}
             for seed in range(protocol.seeds):
+                key = {
+                    **asdict(protocol),
+                    "targets": None,
+                    "target": [limit, list(arms), epochs],
+                    "seed": seed,
+                }
+                path = cache / f"{target}-seed{seed}.json" if cache is not None else None
+                saved = read_json(path) if path is not None and path.is_file() else {}
+                if saved.get("settings") == key:
+                    results = saved["results"]
+                else:
+                    results = seed_results(target, protocol, seed, Path(scratch))
+                    if path is not None:
+                        atomic_write_json(path, {"settings": key, "results": results})
                 for arm in arms:
-                    runs[target][arm].append(run_arm(arm, limit, protocol, seed, Path(scratch)))
+                    runs[target][arm].append(results[arm])
                 log(f"{target} seed {seed}: " + ", ".join(f"{a} {r[-1]['accuracy']:.4f}"
                                                           for a, r in runs[target].items()))  # fmt: skip
     return runs
@@ -135,6 +195,18 @@ def comparisons(arms: dict[str, list[dict]]) -> dict[str, tuple[str, str]]:
     return pairs
 
 
+def mean_curve(curves: list[list[float] | None]) -> list[float]:
+    """The mean over seeds of the reference NLL-by-members curve ([] when a seed lacks it)."""
+    return np.mean(curves, axis=0).tolist() if curves and all(curves) else []
+
+
+def equivalent(nlls: list[float | None], curve: list[float]) -> float | None:
+    """The deep-ensemble equivalent of an arm's mean NLL over seeds, read off the reference curve."""
+    if not curve or None in nlls:
+        return None
+    return deep_ensemble_equivalent(float(np.mean(nlls)), curve)
+
+
 def analyse(runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for target, arms in runs.items():
@@ -143,15 +215,16 @@ def analyse(runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
         for name, (arm, base) in comparisons(arms).items():
             gains = [x["accuracy"] - y["accuracy"] for x, y in zip(arms[arm], arms[base])]
             verdicts[name] = claim_verdict(gains)
-        curves = [r["curve"] for r in arms.get("ensemble-5", []) if r.get("curve")]
-        curve = np.mean(curves, axis=0).tolist() if curves else []
-        dee = {a: deep_ensemble_equivalent(float(np.mean([r["nll"] for r in rs])), curve) if curve else None
-               for a, rs in arms.items()}  # fmt: skip
+        largest = max(arms, key=lambda a: members_of(a) if a.startswith("ensemble-") else 0)
+        curve, curve_ts = (mean_curve([r.get(key) for r in arms[largest]]) for key in ("curve", "curve_ts"))
+        dee = {a: equivalent([r["nll"] for r in rs], curve) for a, rs in arms.items()}
+        dee_ts = {a: equivalent([r["nll_ts"] for r in rs], curve_ts) for a, rs in arms.items()}
         independent = [
             v["verdict"] for k, v in verdicts.items() if k.startswith("ensemble-") and "x budget" in k
         ]
         out[target] = {"accuracy": accuracy, "comparisons": verdicts, "nll_by_members": curve,
-                       "deep_ensemble_equivalent": dee,
+                       "nll_ts_by_members": curve_ts, "deep_ensemble_equivalent": dee,
+                       "deep_ensemble_equivalent_ts": dee_ts,
                        "claim": combine_verdicts(independent) if independent else "inconclusive"}  # fmt: skip
     return out
 
@@ -165,10 +238,10 @@ def analyse(runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
 def ensembles_experiment(ctx: Context) -> Outcome:
     protocol = Protocol(seeds=max(ctx.seeds, 2 if ctx.quick else 3))
     if ctx.quick:  # 2 x 31 steps of 64: enough steps for batch norm's running statistics to settle
-        protocol.epochs, protocol.val_size, protocol.batch_size, protocol.lr = 2, 500, 64, 0.05
-        protocol.targets = {"2k": (2000, ("single", "ensemble-2", "single-x2"))}
+        protocol.val_size, protocol.batch_size, protocol.lr = 500, 64, 0.05
+        protocol.targets = {"2k": (2000, ("single", "ensemble-2", "single-x2"), 2)}
     ctx.seeds = protocol.seeds
-    runs = measure(protocol, ctx.log)
+    runs = measure(protocol, ctx.log, None if ctx.quick else ctx.out / "runs")
     analysis = analyse(runs)
     checks = [
         check(f"{target}: {name}", v["mean"], "paired 95% CI >= +1 pt", v["verdict"] == "supported")
@@ -189,26 +262,29 @@ def pct(stats: dict[str, Any], sign: bool = False) -> str:
 
 
 PROTOCOL = """Protocol: the cpu-fast recipe (SpeedNet 32-64-128, patch-whitening stem, one-cycle Nesterov SGD,
-label smoothing 0.1, hflip, flip TTA), B = 3 epochs, each arm trained through `trainlab.run.train`, 3 seeds
-(seed s: the split, the single model, member 0 of each ensemble). Full Fashion-MNIST (55,000 training
-images, 5,000 held out) with fewer arms, to fit about 30 minutes on 2 CPU cores: single, ensemble-5 (5x
-budget), single-x5 (15 epochs: ensemble-5's budget), snapshot-5, SWA, EMA; the 5k subset (the first 5,000
-training images after the split) with every arm: ensembles of 2, 3 and 5 at Mx budget, single models at
-2x, 3x and 5x the epochs for equal budget, snapshot-5, SWA, EMA. Test accuracy on the 10,000 test images.
-A comparison is the paired gain over seeds with a 95% t interval; the claim "about +2%" is taken to hold
-where that interval lies at or above +1 point (supported), not where it lies below (not supported), and
-is inconclusive where it straddles +1 point. `--quick`: 2,000 images, 2 epochs at batch 64, 2 seeds,
-single, ensemble-2 and single-x2 only."""
+label smoothing 0.1, hflip, flip TTA), each arm trained through `trainlab.run.train`, 3 seeds (seed s: the
+split, the single model, member 0 of each ensemble), 5,000 training images held out for validation (the
+temperature of the calibrated NLL is fitted there). The single model and the ensembles of 2 and 3 are
+the first 1, 2 and 3 members of each seed's 5-member ensemble (members are independent runs). **Full
+Fashion-MNIST** (55,000 training images), B = 3 epochs (the recipe's): single, ensembles of 2, 3 and 5 (Mx
+budget), single-x2 (6 epochs: ensemble-2's budget), snapshot-5, SWA, EMA. **5k subset** (the first 5,000
+training images after the split), B = 15 epochs (295 steps; the last run of 3 epochs left the single
+model at 78%, far from converged): every arm, with single models at 2x, 3x and 5x the epochs for equal
+budget. Test accuracy on the 10,000 test images. A comparison is the paired gain over seeds with a 95% t
+interval; the claim "about +2%" is taken to hold where that interval lies at or above +1 point
+(supported), not where it lies below (not supported), and is inconclusive where it straddles +1 point.
+`--quick`: 2,000 images, 2 epochs at batch 64, 2 seeds, single, ensemble-2 and single-x2 only."""
 
 
 def notes(analysis: dict[str, Any], claim: str) -> str:
     lines = [f'**The claim "about +2%" (independent ensembles at Mx budget): {claim}.**', "", PROTOCOL, ""]
     for target, a in analysis.items():
-        lines += [f"### {target}", "", "| arm | test accuracy % [95% CI] | deep-ensemble equivalent |",
-                  "|---|---|---|"]  # fmt: skip
+        lines += [f"### {target}", "", "| arm | test accuracy % [95% CI] | deep-ensemble equivalent, "
+                  "calibrated NLL | plain NLL |", "|---|---|---|---|"]  # fmt: skip
         for arm, stats in a["accuracy"].items():
-            dee = a["deep_ensemble_equivalent"].get(arm)
-            lines.append(f"| {arm} | {pct(stats)} | {'' if dee is None else f'{dee:.2f}'} |")
+            dee = [a[key].get(arm) for key in ("deep_ensemble_equivalent_ts", "deep_ensemble_equivalent")]
+            cells = " | ".join("" if d is None else f"{d:.2f}" for d in dee)
+            lines.append(f"| {arm} | {pct(stats)} | {cells} |")
         lines += ["", "| comparison | gain, points [95% CI] | verdict (threshold +1 pt) |", "|---|---|---|"]
         lines += [f"| {name} | {pct(v, True)} | {v['verdict']} |" for name, v in a["comparisons"].items()]
         lines += ["", f"Verdict on the claim for {target}: **{a['claim']}**.", ""]
