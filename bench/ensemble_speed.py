@@ -10,6 +10,14 @@ as M runs); the goal on 2 CPU cores is grouped <= 3.5x one member (sequential is
 the fastest epoch after the first (the first warms the allocator and oneDNN's kernel choice). `--vmap`
 adds a forward+backward step of torch.func.stack_module_state + vmap, the other way to vectorise, for
 comparison (docs/ensembles.md explains the choice).
+
+`--roofline` asks whether the goal is reachable on this machine at all. M members do M times one
+member's arithmetic, which no batching removes: they cannot train faster than that arithmetic at the
+machine's peak rate. It times a large float32 matmul (the fastest kernel there is: an upper bound on any
+convolution's rate), counts one member's training arithmetic per epoch (3 x 2 x the forward
+multiply-accumulates per image: forward, and a backward of about twice the forward), and prints the
+lowest possible ratio M x (one member's achieved rate / peak rate). A bound above 3.5 means no
+implementation meets 3.5x on this CPU.
 """
 
 from __future__ import annotations
@@ -74,6 +82,29 @@ def vmap_comparison(args: argparse.Namespace) -> None:
         print(f"step {name:>12}  {seconds * 1000:8.1f} ms  {seconds / one:5.2f}x one member")
 
 
+def peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The best float32 matmul rate (GFLOP/s) of `size` x `size` matrices with the current threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds = step_seconds(lambda: a @ b, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def roofline(args: argparse.Namespace, one_epoch: float) -> None:
+    from trainlab.config import load_config
+    from trainlab.models.factory import model_from_config
+    from trainlab.models.summary import summarize
+
+    cfg = load_config(args.recipe)
+    macs = summarize(model_from_config(cfg, (1, 28, 28), 10), (1, 28, 28)).total_macs
+    achieved = 3 * 2 * macs * args.images / one_epoch / 1e9
+    peak = max(peak_gflops() for _ in range(3))
+    print(
+        f"roofline: {macs / 1e6:.1f} M MACs per image forward; one member trains at {achieved:.1f} GFLOP/s, "
+        f"the peak float32 matmul runs at {peak:.1f} GFLOP/s ({achieved / peak:.0%} of it); "
+        f"{args.members} members cannot take less than {args.members * achieved / peak:.2f}x one member"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="cpu-fast")
@@ -85,6 +116,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="train.channels_last=true, every row")
     parser.add_argument("--no-sequential", action="store_true", help="skip the sequential row")
     parser.add_argument("--vmap", action="store_true", help="also time one step of torch.func's vmap")
+    parser.add_argument("--roofline", action="store_true", help="the lowest ratio this CPU's peak allows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
@@ -98,6 +130,8 @@ def main() -> None:
         print(f"{name:>14}  {seconds:7.2f} s/epoch  {seconds / one:5.2f}x one member")
     if args.vmap:
         vmap_comparison(args)
+    if args.roofline:
+        roofline(args, one)
 
 
 if __name__ == "__main__":
