@@ -268,7 +268,7 @@ temperature of the calibrated NLL is fitted there). The single model and the ens
 the first 1, 2 and 3 members of each seed's 5-member ensemble (members are independent runs). **Full
 Fashion-MNIST** (55,000 training images), B = 3 epochs (the recipe's): single, ensembles of 2, 3 and 5 (Mx
 budget), single-x2 (6 epochs: ensemble-2's budget), snapshot-5, SWA, EMA. **5k subset** (the first 5,000
-training images after the split), B = 15 epochs (295 steps; the last run of 3 epochs left the single
+training images after the split), B = 15 epochs (the last run, at 3 epochs, left the single
 model at 78%, far from converged): every arm, with single models at 2x, 3x and 5x the epochs for equal
 budget. Test accuracy on the 10,000 test images. A comparison is the paired gain over seeds with a 95% t
 interval; the claim "about +2%" is taken to hold where that interval lies at or above +1 point
