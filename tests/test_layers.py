@@ -31,6 +31,8 @@ LAYERS = [
         "export",
         "ensemble",
         "transfer_run",
+        "vision_run",
+        "vision_predict",
     },  # fmt: skip
     {"catalog", "cli", "__main__"},
 ]

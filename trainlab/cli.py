@@ -58,7 +58,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = load_config(None, {**saved, **dict(map(parse_override, overrides))})
         out = Path(args.resume)
     else:
-        cfg = load_config(args.recipe or "default", overrides)
+        from trainlab.vision_run import DEFAULT_RECIPES  # a vision task's own recipe, unless one is named
+
+        cfg = load_config(args.recipe or DEFAULT_RECIPES.get(args.task, "default"), overrides)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = (
             Path(args.out)
@@ -66,6 +68,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             else Path("runs")
             / f"{cfg.data.dataset.replace(':', '_').replace('/', '_')}-{cfg.model.name}-{stamp}"
         )
+    from trainlab.vision_run import is_vision_run, train_vision
+
+    vision = is_vision_run(cfg)  # a scenes dataset or a vision task: trainlab/vision_run.py
+    if vision and args.nproc is not None:
+        raise TrainlabError(f"--nproc: a {cfg.task.name} run trains on one process")
     if args.nproc is not None:  # the ranks run this command again, each with its own process
         from trainlab.launch import launch, worker_command
 
@@ -76,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         check_global_batch(cfg.data.batch_size, args.nproc)
         launch(args.nproc, worker_command(args.argv, str(out), bool(args.resume)))
         return
-    result = train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
+    run = train_vision if vision else train
+    result = run(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
     if distributed_rank() not in (None, 0):  # rank 0 speaks for a distributed run
         return
     for note in result.notes:
@@ -92,12 +100,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"final test evaluation {s['eval_seconds']:.2f}s); data loading {s['load_seconds']:.1f}s"
         f"{compiled}; {s['total_seconds']:.1f}s in all"
     )
-    print(f"report: {out / 'report.html'}")
+    print(f"predictions drawn: {out / 'predictions.png'}" if vision else f"report: {out / 'report.html'}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from trainlab.ensemble.evaluate import evaluate_directory
+    from trainlab.vision_predict import evaluate_vision_run, is_vision_dir
 
+    if is_vision_dir(args.run_dir):  # a scenes run: trainlab/vision_predict.py
+        result = evaluate_vision_run(args.run_dir, args.device, args.coco_json)
+        shown = {k: v for k, v in result.items() if k.startswith("test_")}
+        text = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in shown.items())
+        print(json.dumps(result, indent=2) if args.json else text)
+        if args.coco_json and not args.json:
+            print(f"detections in COCO's results format: {args.coco_json}")
+        return
+    if args.coco_json:
+        raise TrainlabError(f"--coco-json: {args.run_dir} is not a detection run (no boxes to export)")
     result = evaluate_directory(args.run_dir, args.device)  # a run, or an ensemble (docs/ensembles.md)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -125,7 +144,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from trainlab.ensemble.evaluate import load_directory
     from trainlab.predict import predict_files
+    from trainlab.vision_predict import is_vision_dir, predict_vision_files
 
+    if is_vision_dir(args.run_dir):  # boxes or masks: trainlab/vision_predict.py
+        results = predict_vision_files(args.run_dir, args.files, args.out, args.device)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        for item in results:
+            if "error" in item:
+                print(f"trainlab: error: {item['error']}", file=sys.stderr)
+            elif not args.json:
+                found = zip(item.get("classes", []), item.get("scores", []), item.get("boxes", []))
+                objects = [f"{c} {s:.2f} [{', '.join(f'{v:.1f}' for v in b)}]" for c, s, b in found]
+                objects += [f"{seg['class']}" for seg in item.get("segments", [])]
+                print(f"{item['file']}: {'; '.join(objects) or 'nothing found'}")
+        if args.out and not any("error" in item for item in results):
+            print(f"drawn: {args.out}")
+        failed = sum("error" in item for item in results)
+        if failed:
+            raise TrainlabError(f"{failed} of {len(results)} files could not be predicted (see above)")
+        return
+    if args.out:
+        raise TrainlabError(f"--out draws boxes or masks: {args.run_dir} is not a scenes run")
     if args.top_k < 1:
         raise TrainlabError(f"--top-k must be at least 1, got {args.top_k}")
     results = predict_files(load_directory(args.run_dir, args.device), args.files, args.top_k)
@@ -186,6 +226,18 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    if args.action == "preview":
+        from trainlab.report.scenes import preview_command
+
+        print(preview_command(args.name, args.split, args.out or "scenes-preview.png", args.n))
+        return
+    if args.action == "export":
+        from trainlab.data.scenes_coco import export_command
+
+        if not args.out:
+            raise TrainlabError("data export needs --out DIR (the folder for the PNG files and the JSON)")
+        print(export_command(args.name, args.split, args.format, args.out, args.n))
+        return
     if args.action == "fetch":
         from trainlab.data.fetch import fetch_dataset
 
@@ -348,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--coco-json", metavar="FILE", help="a detection run: its test detections, COCO results")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files with a trained run")
@@ -356,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", metavar="PNG", help="a scenes run: the image with its boxes or masks drawn")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("ensemble", help="an ensemble of finished runs (same dataset and classes)")
@@ -377,10 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("data", help="fetch a dataset or show what is known about it")
-    p.add_argument("action", choices=["fetch", "info"])
+    p = sub.add_parser("data", help="fetch a dataset, show what is known about it, preview or export scenes")
+    p.add_argument("action", choices=["fetch", "info", "preview", "export"])
     p.add_argument("name")
     p.add_argument("--dest", help="fetch: target folder (default: the first search location)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="preview, export")
+    p.add_argument("--n", type=int, help="preview, export: scenes in the split (default: the split's size)")
+    p.add_argument("--format", default="coco", choices=["coco"], help="export")
+    p.add_argument("--out", help="preview: the PNG (default scenes-preview.png); export: the folder")
     p.add_argument("--quiet", action="store_true", help="fetch: no progress bars")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data)

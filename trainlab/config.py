@@ -194,6 +194,8 @@ def listed(family: str, what: str) -> Name:
 # Model options that several models share (each model's signature says which it takes).
 MODEL_OPTIONS: dict[str, tuple[Any, Rule | None]] = {
     "widths": (list[int], Items(Range(1, MAX_WIDTH))),  # channels (or units) per stage
+    "neck_width": (int, Range(1, MAX_WIDTH)),  # centernet: channels of the top-down path
+    "head_width": (int, Range(1, MAX_WIDTH)),  # centernet, locnet: channels of each head's hidden layer
     "act": (
         str | dict,
         Name("an activation name (see `trainlab list activations`) or table", NAME, table=True),
@@ -238,6 +240,7 @@ class DataConfig(Section):
     )
     val_size: int = checked(COUNT_OR_ZERO, 5000)  # images held out of the training set, seeded
     limit_train: int | None = checked(COUNT, None)  # use only the first N training images (after the split)
+    limit_test: int | None = checked(COUNT, None)  # scenes runs (trainlab.vision_run): N test scenes
     # keep N training images of each class (after the split and limit_train), seeded and stratified
     per_class: int | None = checked(COUNT, None)
     preprocess: str = checked(listed("preprocessing", "a preprocessing"), "channel_mean_std")
@@ -267,7 +270,8 @@ class ModelConfig(Section):
 @dataclass
 class TaskConfig(Section):
     name: str = checked(listed("tasks", "a task"), "classification")  # classification | regression
-    loss: str | None = checked(Name("a loss name", NAME), None)  # regression: mse | l1 (default mse)
+    # regression: mse | l1 (default mse); localization: terms joined by "+", e.g. ce+smooth_l1+giou
+    loss: str | None = checked(Name("a loss name", r"[A-Za-z0-9_][\w.:+-]{0,127}"), None)
 
 
 @dataclass
@@ -352,6 +356,9 @@ class EvalConfig(Section):
     # test-time augmentation policy: none | flip | shift=N | flip,shift=N (trainlab.tasks.tta);
     # None = train.tta's (true: flip)
     tta: str | None = checked(Name("a test-time augmentation policy, e.g. 'flip' or 'flip,shift=2'"), None)
+    # scenes runs (trainlab.vision_run): the oracle-box baseline's Fashion-MNIST classifier, a run
+    # directory or "auto" (cpu-fast, trained once and cached); None = no oracle baseline
+    oracle: str | None = checked(Name("auto or a classification run directory"), None)
 
 
 @dataclass

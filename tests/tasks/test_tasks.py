@@ -34,7 +34,20 @@ def fit(task: Task, loader, val, epochs: int = 3, num_outputs: int = 8):
     return trainer, trainer.fit(loader, val)
 
 
-@pytest.mark.parametrize("name", TASKS.list())
+LABEL_TASKS = [n for n in TASKS.list() if TASKS.meta(n).get("targets") != "scenes"]
+SCENE_TASKS = [n for n in TASKS.list() if TASKS.meta(n).get("targets") == "scenes"]
+
+
+def test_every_scene_task_has_a_recipe_that_the_vision_tests_train():
+    """The tasks whose targets are scenes (boxes, masks) train on fmnist-scenes, not on class labels:
+    each has its default recipe, which tests/test_vision_run.py builds and checks against its task."""
+    from trainlab.vision_run import DEFAULT_RECIPES
+
+    assert SCENE_TASKS and set(SCENE_TASKS) <= set(DEFAULT_RECIPES)
+    assert {"classification", "regression"} <= set(LABEL_TASKS)
+
+
+@pytest.mark.parametrize("name", LABEL_TASKS)
 def test_every_task_trains_through_the_trainer(name):
     task = trainlab.create_task(name)
     loader = DeviceLoader(*bars(512, 0), 64, shuffle=True, drop_last=True)
@@ -151,7 +164,7 @@ def test_cli_trains_and_evaluates_a_regression_run(tiny_mnist, tmp_path, capsys)
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["--task", "regresion"], "unknown task 'regresion'; did you mean 'regression'?"),
+        (["--task", "regresion"], "unknown task 'regresion'; did you mean 'regression'"),
         (["--task", "regression", "--set", "task.loss=huber"], "task.loss='huber': expected one of mse, l1"),
         (["--set", "task.loss=l1"], "the classification task has no option 'loss'"),
     ],

@@ -101,6 +101,10 @@ register_dataset(
 )
 # inside the scikit-learn wheel, not in a search root: see trainlab/data/digits.py
 register_dataset(DatasetSpec("digits", (), digits.CLASSES, "digits"))
+# scenes of Fashion-MNIST items with boxes and masks, generated and cached by trainlab/data/scenes.py
+SCENE_VARIANTS = ("fmnist-scenes", "fmnist-scenes:localize")
+for _variant in SCENE_VARIANTS:
+    register_dataset(DatasetSpec(_variant, (), FASHION_CLASSES, "scenes"))
 
 
 def search_roots(name: str) -> list[Path]:
@@ -147,6 +151,11 @@ def load_dataset(name: str, memory_budget_mb: float | None = None) -> ImageDatas
         if not name[len("folder:") :].strip():  # Path("") is the current directory: never scan it unasked
             raise DataError(f"dataset {name!r}: expected folder:PATH, the path of an image folder")
         return load_image_folder(Path(name[len("folder:") :]), memory_budget_mb)
+    if name in SCENE_VARIANTS:  # boxes and masks, not one label per image
+        raise DataError(
+            f"dataset {name!r} is a scene dataset: load it with trainlab.data.scenes.load_scenes "
+            "(or train a localization, detection, segmentation or instance task on it)"
+        )
     base, _, options = name.partition(":")
     if options:  # fashion-mnist:classes=0-4
         return class_subset(load_dataset(base, memory_budget_mb), name, parse_classes(name, options))

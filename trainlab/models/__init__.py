@@ -1,6 +1,18 @@
 """Model families. Importing this package registers every model."""
 
-from trainlab.models import alexnet, cnn, googlenet, lenet, mlp, resnet, speednet, vgg  # noqa: F401  (registration side effects)
+from trainlab.models import (  # noqa: F401  (registration side effects)
+    alexnet,
+    cnn,
+    detector,
+    googlenet,
+    instance_net,
+    lenet,
+    mlp,
+    resnet,
+    speednet,
+    unet,
+    vgg,
+)
 from trainlab.models.factory import (  # noqa: F401
     MODELS,
     create_model,

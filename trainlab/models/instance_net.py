@@ -1,0 +1,35 @@
+"""The instance task's network: a U-Net (trainlab.models.unet) whose last 1x1 conv gives, per pixel, the
+outputs of centre-based grouping (Cheng et al. 2020, "Panoptic-DeepLab"; trainlab.tasks.instance):
+
+    channels 0..num_classes      semantic scores (0 = background)
+    channel  num_classes + 1     the class-agnostic centre heatmap
+    channels num_classes + 2, 3  the offset (dy, dx) in pixels from the pixel to its item's centre
+
+One shared decoder serves the three heads: the scenes are small and the heads need the same
+full-resolution features (Panoptic-DeepLab's separate decoders pay off on 1024x2048 street scenes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from trainlab.models.factory import register_model
+from trainlab.models.unet import UNet
+
+
+@register_model("instance_unet")
+def instance_unet(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 64,
+    widths: Sequence[int] = (16, 32, 64, 96),
+    act: str = "relu",
+    norm: str = "batch",
+) -> UNet:
+    model = UNet(in_channels, num_classes + 4, widths, act, norm)
+    with torch.no_grad():  # start at "no centre anywhere, no offset": the targets' mean, not noise
+        model.head.weight[num_classes + 1 :].zero_()
+        model.head.bias[num_classes + 1 :].zero_()
+    return model

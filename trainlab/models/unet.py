@@ -1,0 +1,88 @@
+"""U-Net (Ronneberger et al. 2015, "U-Net: Convolutional Networks for Biomedical Image Segmentation").
+
+An encoder of conv-norm-act pairs that halves the resolution at each level (max pooling) and doubles the
+width, and a decoder that climbs back with 2x2 transposed convolutions (stride 2). At each level the
+decoder concatenates the encoder's feature map of the same size (the skip connection) before its own two
+convs: the coarse levels say *what* is there (a receptive field of the whole 28-pixel item at the
+bottom), the skips say *where* its edges are, which upsampling alone has lost. A 1x1 conv maps the last
+features to one score per class and pixel.
+
+    unet(num_classes=10): (B, C, H, W) -> (B, 11, H, W), background + the 10 classes
+
+Sizes that are not a multiple of 2**(levels - 1) work too: each upsampled map is padded to its skip's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.models.factory import register_model
+from trainlab.nn.layers import conv_norm_act
+
+
+def double_conv(c_in: int, c_out: int, act: Any, norm: Any) -> nn.Sequential:
+    """Two 3x3 conv-norm-act layers at one resolution, as each U-Net level has."""
+    return nn.Sequential(
+        conv_norm_act(c_in, c_out, 3, padding=1, act=act, norm=norm),
+        conv_norm_act(c_out, c_out, 3, padding=1, act=act, norm=norm),
+    )
+
+
+class UNet(nn.Module):
+    """Encoder widths[0..L-1] (the last one is the bottleneck), decoder back up to widths[0], then a
+    1x1 conv to `out_channels` scores per pixel."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        widths: Sequence[int],
+        act: Any = "relu",
+        norm: Any = "batch",
+    ):
+        super().__init__()
+        widths = list(widths)
+        self.down = nn.ModuleList()
+        c_in = in_channels
+        for width in widths:
+            self.down.append(double_conv(c_in, width, act, norm))
+            c_in = width
+        self.pool = nn.MaxPool2d(2)
+        self.upsample = nn.ModuleList()
+        self.up = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.upsample.append(nn.ConvTranspose2d(c_in, width, 2, stride=2))
+            self.up.append(double_conv(2 * width, width, act, norm))  # upsampled + skip, concatenated
+            c_in = width
+        self.head = nn.Conv2d(c_in, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_channels, H, W)
+        skips = []
+        for i, level in enumerate(self.down):
+            x = level(x if i == 0 else self.pool(x))
+            skips.append(x)
+        skips.pop()  # the bottleneck has no skip of its own
+        for upsample, level in zip(self.upsample, self.up, strict=True):
+            skip = skips.pop()
+            x = upsample(x)
+            x = F.pad(x, (0, skip.shape[-1] - x.shape[-1], 0, skip.shape[-2] - x.shape[-2]))  # odd sizes
+            x = level(torch.cat([x, skip], 1))
+        return self.head(x)
+
+
+@register_model("unet")
+def unet(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int = 64,
+    widths: Sequence[int] = (16, 32, 64, 96),
+    act: str = "relu",
+    norm: str = "batch",
+) -> UNet:
+    """Semantic segmentation: num_classes + 1 scores per pixel (channel 0 is the background)."""
+    return UNet(in_channels, num_classes + 1, widths, act, norm)
