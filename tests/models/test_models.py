@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from trainlab.config import load_config
 from trainlab.errors import ConfigError
 from trainlab.models import create_model, list_models, model_options
 from trainlab.models.googlenet import GoogLeNetOutputs
@@ -15,6 +16,7 @@ from trainlab.nn.activations import create_activation
 from trainlab.nn.layers import ResidualBlock
 from trainlab.nn.norm import create_norm
 from trainlab.nn.shapes import conv_output_size
+from trainlab.vision_run import DEFAULT_RECIPES
 
 # Published totals with 1000 classes and biases (torchvision's counts for the same architectures).
 PUBLISHED_PARAMS = {
@@ -47,11 +49,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# The scenes tasks' models (boxes, heatmaps, per-pixel scores), tested below at the canvas size.
+VISION = {load_config(recipe).model.name for recipe in DEFAULT_RECIPES.values()}
 # About 1 GMAC or more per 28x28 example: these run at 1x16x16 by default, at 28 and 32 with -m slow.
 HEAVY = {"resnet34", "resnet50", "resnet101", "resnet152"}
 CASES = [
     pytest.param(name, shape, id=f"{name}-{shape[0]}x{shape[1]}x{shape[1]}", marks=[pytest.mark.slow] * slow)
     for name in list_models()
+    if name not in VISION
     for shape, slow in (((1, 28), name in HEAVY), ((3, 32), name in HEAVY), ((1, 16), False))
     if name in HEAVY or shape[1] != 16
 ]
@@ -67,6 +72,24 @@ def test_forward_backward(name, shape):
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
     nn.functional.cross_entropy(out, torch.tensor([1, 7])).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+
+
+def tensors_of(out) -> list[torch.Tensor]:
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in tensors_of(v)]
+    return [t for v in out for t in tensors_of(v)] if isinstance(out, tuple | list) else [out]
+
+
+@pytest.mark.parametrize("name", sorted(VISION))
+def test_vision_models_forward_and_backward_on_a_canvas(name):
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=1, num_classes=10, image_size=64)
+    outputs = tensors_of(model(torch.randn(2, 1, 64, 64)))
+    assert outputs and all(o.shape[0] == 2 and torch.isfinite(o).all() for o in outputs)
+    sum(o.float().square().mean() for o in outputs).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{name}: no gradient for {pname}"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
