@@ -77,7 +77,16 @@ def same_worker(name: str):
     return pytest.mark.xdist_group(name)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=same_worker(n)) for n in NAMES])
+# The two longest quick runs (about a minute each on 2 cores) run with -m slow: their outcome logic is
+# tested through the real pipeline in tests/ensemble/test_experiment.py and tests/transfer/, and CI's
+# whole suite must stay under 10 minutes.
+LONG = {"ensembles", "transfer"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[same_worker(n)] + [pytest.mark.slow] * (n in LONG)) for n in NAMES],
+)
 def test_quick_run_writes_results_readme_and_figures(quick, name):
     r = quick(name)
     assert r["verdict"] in ("supported", "not supported", "mixed")
