@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,33 +138,59 @@ def train(
         from trainlab.report.tensorboard import summary_writer_class
 
         summary_writer_class()  # the optional extra is there, or one line that names it
+    return in_run_directory(
+        out,
+        cfg,
+        resume,
+        overwrite,
+        lambda run_dir, checkpoint, notes: run_pipeline(
+            cfg, run_dir, checkpoint, list(callbacks), progress, notes
+        ),
+        ranks=lambda: init_distributed(resolve_device(cfg.train.device), cfg.train.seed),
+        folders=("", "checkpoints", "diagnostics"),
+    )
+
+
+def in_run_directory(
+    out: Path | str | None,
+    cfg: Config,
+    resume: bool,
+    overwrite: bool,
+    pipeline: Callable[[Path | None, tuple | None, list[str]], RunResult],
+    ranks: Callable[[], Any] = lambda: None,
+    folders: tuple[str, ...] = ("", "checkpoints"),
+) -> RunResult:
+    """The directory rules every run follows (train, trainlab.vision_run): `pipeline(run_dir, checkpoint,
+    notes)` runs in `out`, locked, after the stale temporaries of killed writes in `folders` are
+    removed and the directory is cleared for a new run (refused unless `overwrite`) or its resume point
+    found; a finished run is left as it is. `ranks()` starts the process group of a distributed run,
+    whose rank 0 alone locks, clears and writes. Without `out`, nothing is written."""
     if out is None:
         if resume:
             raise TrainlabError("resume needs the run directory")
-        return run_pipeline(cfg, None, None, list(callbacks), progress, [])
+        return pipeline(None, None, [])
     run_dir = Path(out)
     if resume and overwrite:
         raise TrainlabError(f"{run_dir}: resume continues a run and overwrite replaces it; choose one")
     if resume and not (run_dir / "config.json").is_file():
         raise TrainlabError(f"{run_dir}: no config.json (expected a run directory to resume)")
-    ranks = init_distributed(resolve_device(cfg.train.device), cfg.train.seed)
-    writer = ranks is None or ranks.is_writer  # in a distributed run rank 0 locks, clears and writes
+    group = ranks()
+    writer = group is None or group.is_writer  # in a distributed run rank 0 locks, clears and writes
     with locked_run_dir(run_dir) if writer else contextlib.nullcontext():
         # under the lock no write is in flight: these are what a killed process left
-        folders = ("", "checkpoints", "diagnostics") if writer else ()
-        stale = [p for d in folders for p in remove_stale_temporaries(run_dir / d)]
+        stale = [p for d in (folders if writer else ()) for p in remove_stale_temporaries(run_dir / d)]
         checkpoint, notes = None, []
         if resume:
             checkpoint, notes = resume_point(run_dir, cfg)
         elif writer:
             clear_for_new_run(run_dir, overwrite)
-        if ranks is not None:  # the directory is cleared before any rank goes on
-            ranks.barrier()
+        if group is not None:  # the directory is cleared before any rank goes on
+            group.barrier()
         if stale:
             shown = ", ".join(str(p) for p in stale[:3]) + (", ..." if len(stale) > 3 else "")
             notes.append(f"removed {len(stale)} stale temporary file(s) of interrupted writes: {shown}")
         finished = finished_run(run_dir, cfg, checkpoint, notes) if resume else None
-        return finished or run_pipeline(cfg, run_dir, checkpoint, list(callbacks), progress, notes)
+        return finished or pipeline(run_dir, checkpoint, notes)
 
 
 def run_pipeline(

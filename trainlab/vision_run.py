@@ -51,7 +51,7 @@ from trainlab.data.scenes import SPLITS, Scenes, load_scenes, mask_boxes
 from trainlab.device import device_name, resolve_device
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.inference import evaluate_outputs
-from trainlab.io import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from trainlab.io import atomic_write_bytes, atomic_write_json
 from trainlab.models.factory import check_model_options, model_from_config
 from trainlab.nn.init import INITIALIZERS, init_model
 from trainlab.report.figures import curves_figure, save_figure
@@ -60,11 +60,10 @@ from trainlab.run import (
     RunResult,
     Stopwatch,
     create_penalty_from,
-    finished_run,
+    in_run_directory,
     seed_everything,
     timing_summary,
 )
-from trainlab.rundir import clear_for_new_run, locked_run_dir, resume_point
 from trainlab.tasks import task_from_config
 from trainlab.tasks.coco_eval import Detections, evaluate_coco
 from trainlab.training.averaging import run_schedule
@@ -221,26 +220,15 @@ def train_vision(
     resume that changes only rundir.RESUMABLE keys, a finished run left as it is)."""
     check_vision_config(cfg)
     check_model_options(cfg.model.name, cfg.model.options)
-    if out is None:
-        if resume:
-            raise TrainlabError("resume needs the run directory")
-        return vision_pipeline(cfg, None, None, list(callbacks), progress, [])
-    run_dir = Path(out)
-    if resume and overwrite:
-        raise TrainlabError(f"{run_dir}: resume continues a run and overwrite replaces it; choose one")
-    if resume and not (run_dir / "config.json").is_file():
-        raise TrainlabError(f"{run_dir}: no config.json (expected a run directory to resume)")
-    with locked_run_dir(run_dir):
-        stale = [p for d in ("", "checkpoints") for p in remove_stale_temporaries(run_dir / d)]
-        checkpoint, notes = None, []
-        if resume:
-            checkpoint, notes = resume_point(run_dir, cfg)
-        else:
-            clear_for_new_run(run_dir, overwrite)
-        if stale:
-            notes.append(f"removed {len(stale)} stale temporary file(s) of interrupted writes")
-        finished = finished_run(run_dir, cfg, checkpoint, notes) if resume else None
-        return finished or vision_pipeline(cfg, run_dir, checkpoint, list(callbacks), progress, notes)
+    return in_run_directory(
+        out,
+        cfg,
+        resume,
+        overwrite,
+        lambda run_dir, checkpoint, notes: vision_pipeline(
+            cfg, run_dir, checkpoint, list(callbacks), progress, notes
+        ),
+    )
 
 
 def vision_pipeline(
