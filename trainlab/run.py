@@ -335,9 +335,7 @@ def run_pipeline(
     # the snapshots one by one, after the clock like the members below
     ensemble = snapshot_summary(predictor, loaders) if snapshots else {}
     # each member on the test split, after the clock: not part of the time to a result
-    member_summary = (
-        independent.summary(trainer, loaders.test, loaders.val) if independent is not None else {}
-    )
+    member_summary = independent.summary(trainer, loaders.test) if independent is not None else {}
     monitor, best = f"val_{task.monitor}", max if task.higher_is_better else min
     summary = {
         **{k: v for k, v in final.items() if not isinstance(v, list)},

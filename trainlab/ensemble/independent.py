@@ -60,18 +60,21 @@ class IndependentEnsemble:
     augment: MemberAugment
     transform: MemberTransform
     val_accuracy: list[float | None] = field(default_factory=list)
+    val_outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # the members' (N, M, K) on validation
 
     def weigh_members(self, trainer: Trainer, val_loader: Any) -> None:
-        """Each member's validation accuracy (recorded in ensemble.json): the weights of "weighted"."""
+        """Each member's validation accuracy (recorded in ensemble.json): the weights of "weighted". The
+        members' validation outputs are kept for summary's calibrated NLL."""
         if not len(val_loader):
             self.val_accuracy = [None] * len(self.seeds)
             return
-        outputs, labels = member_predictor(trainer, self.task.task).run(val_loader)  # (N, M, K)
+        self.val_outputs = member_predictor(trainer, self.task.task).run(val_loader)
+        outputs, labels = self.val_outputs  # (N, M, K)
         self.val_accuracy = (outputs.argmax(2) == labels[:, None]).double().mean(0).tolist()
         if self.task.rule == "weighted":
             self.task.weights = torch.tensor(self.val_accuracy, device=outputs.device)
 
-    def summary(self, trainer: Trainer, test_loader: Any, val_loader: Any = None) -> dict[str, Any]:
+    def summary(self, trainer: Trainer, test_loader: Any) -> dict[str, Any]:
         """The members on the test split: each one's accuracy, how often they disagree (Fort et al.
         2019), the NLL of the first k members' mean-probability ensemble, and the deep-ensemble
         equivalent of the combined prediction (Ashukha et al. 2020)."""
@@ -84,9 +87,8 @@ class IndependentEnsemble:
         }
         if test_loader is None:
             return summary
-        predictor = member_predictor(trainer, self.task.task)
-        outputs, labels = predictor.run(test_loader)  # (N, M, K)
-        val = predictor.run(val_loader) if val_loader is not None and len(val_loader) else None
+        outputs, labels = member_predictor(trainer, self.task.task).run(test_loader)  # (N, M, K)
+        val = self.val_outputs  # from weigh_members, after the same training
         return {**summary, **member_summary(outputs, labels, self.task.rule, self.task.weights, val)}
 
     def write(self, run_dir: Path, trainer: Trainer, meta: dict, fixed_tensors: dict) -> None:
