@@ -108,6 +108,53 @@ def test_eval_writes_the_test_detections_in_coco_results_format(detection_run, t
     assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["bbox"][3] >= 0 for r in results)
 
 
+INSTANCE = {
+    **TINY, "data.dataset": "fmnist-scenes", "task.name": "instance", "model.name": "instance_unet",
+    "model.widths": [8, 16, 32], "optim.lr": 1e-2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides, iou_type, prefix",
+    [
+        ({**DETECTION, "data.limit_train": 512, "train.epochs": 3, "optim.lr": 3e-3}, "bbox", "test_"),
+        ({**INSTANCE, "data.limit_train": 256, "train.epochs": 2}, "segm", "test_mask_"),
+    ],
+    ids=["detection-bbox", "instance-segm"],
+)
+def test_pycocotools_scores_the_exported_scenes_and_the_eval_json_as_trainlab_does(
+    scene_cache, tmp_path, capsys, overrides, iou_type, prefix
+):
+    """A trained model's own detections, through the files a COCO user would read: `trainlab data export`
+    (the ground truth) and `trainlab eval --coco-json` (the results), scored by COCOeval, give the
+    run's test AP, AP50, AP75, AR@100 and class-agnostic AP (useCats=0), boxes or masks (the same 32
+    test scenes: --n 32 is the run's data.limit_test). A few seconds of training: a model that finds
+    some items, so that the comparison is not 0 = 0."""
+    pytest.importorskip("pycocotools", reason="pycocotools (the coco extra) is not installed")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    run, dets = tmp_path / "run", tmp_path / "dets.json"
+    train_vision(load_config(None, overrides), run, progress=False)
+    assert main(["eval", str(run), "--coco-json", str(dets)]) == 0
+    ours = read_json(run / "summary.json")
+    argv = ["data", "export", "fmnist-scenes", "--split", "test", "--n", "32", "--format", "coco"]
+    assert main([*argv, "--out", str(tmp_path / "coco")]) == 0
+    capsys.readouterr()
+    truth = COCO(str(tmp_path / "coco" / "instances_test.json"))
+    theirs = {}
+    for use_cats, keys in ((1, ("ap", "ap50", "ap75")), (0, ("class_agnostic_ap",))):
+        scored = COCOeval(truth, truth.loadRes(str(dets)), iou_type)
+        scored.params.useCats = use_cats
+        scored.evaluate(), scored.accumulate(), scored.summarize()
+        theirs.update(zip(keys, scored.stats))
+        if use_cats:
+            theirs["ar100"] = scored.stats[8]
+    assert ours[f"{prefix}class_agnostic_ap"] > 0.01  # it finds items: the comparison is not 0 = 0
+    for key, value in theirs.items():
+        assert ours[prefix + key] == pytest.approx(value, abs=1e-4), key
+
+
 def write_png(path, pixels: np.ndarray):
     Image.fromarray(pixels).save(path)
     return path

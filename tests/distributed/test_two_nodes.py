@@ -3,10 +3,15 @@ process trains."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.distributed.launching import RUN, assert_same_training, environment, free_port, torchrun, weights
 from trainlab.cli import main
 
 
+# -m slow: two torchrun launches (about 20 s of a worker); CI's whole suite must stay under 10 minutes on
+# 2 cores, and test_exact_training covers the same training on two ranks of one node
+@pytest.mark.slow
 def test_two_nodes_with_c10d_rendezvous_agree_with_one_process(tiny_mnist, tmp_path):
     one, nodes = tmp_path / "one", tmp_path / "nodes"
     endpoint = f"127.0.0.1:{free_port()}"

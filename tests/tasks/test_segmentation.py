@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import trainlab
 from trainlab.data.loader import DeviceLoader
+from trainlab.errors import ConfigError
 from trainlab.tasks import segmentation
 from trainlab.tasks.segmentation import add_confusion, iou_per_class, mean_iou, semantic_map
 
@@ -93,18 +94,33 @@ def test_confusion_summed_over_batches_equals_the_whole_splits(monkeypatch):
     assert torch.equal(batched, expected)
 
 
+ENCODERS = {"plain": [4, 8, 8, 8], "speednet": [8, 8, 8]}  # the speednet encoder's stem adds a level
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("size", [64, 32, 28])
-def test_unet_output_has_the_inputs_size_and_eleven_channels(size):
-    model = trainlab.create_model("unet", num_classes=10, image_size=size, widths=[4, 8, 8, 8])
+def test_unet_output_has_the_inputs_size_and_eleven_channels(size, encoder):
+    model = trainlab.create_model(
+        "unet", num_classes=10, image_size=size, widths=ENCODERS[encoder], encoder=encoder
+    )
     assert model(torch.zeros(2, 1, size, size)).shape == (2, 11, size, size)
 
 
-def test_unet_fits_eight_scenes_through_the_trainer():
+def test_unet_names_a_bad_encoder_and_bad_fine_widths():
+    with pytest.raises(ConfigError, match="model.encoder='resnet': expected 'plain' or 'speednet'"):
+        trainlab.create_model("unet", encoder="resnet")
+    with pytest.raises(ConfigError, match="model.fine_widths=.*expected two widths"):
+        trainlab.create_model("unet", encoder="speednet", fine_widths=[8])
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_unet_fits_eight_scenes_through_the_trainer(encoder):
     images, targets = fake_scenes(8)
     torch.manual_seed(0)
-    model = trainlab.create_model("unet", widths=[8, 16, 32])
+    model = trainlab.create_model("unet", widths=[8, 16, 32], encoder=encoder)
     task = trainlab.create_task("segmentation")
-    trainer = trainlab.Trainer(model, torch.optim.Adam(model.parameters(), lr=0.01), epochs=100, task=task)
+    epochs = {"plain": 100, "speednet": 200}[encoder]  # the 2x2 patch stem is slower to memorise
+    trainer = trainlab.Trainer(model, torch.optim.Adam(model.parameters(), lr=0.01), epochs=epochs, task=task)
     history = trainer.fit(DeviceLoader(images, targets, 8, shuffle=True))
     metrics = trainer.evaluate(DeviceLoader(images, targets, 8))
     assert history[-1]["train_loss"] < 0.2 * history[0]["train_loss"]

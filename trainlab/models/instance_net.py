@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from trainlab.models.factory import register_model
-from trainlab.models.unet import UNet
+from trainlab.models.unet import SpeedUNet, UNet, build_unet
 
 
 @register_model("instance_unet")
@@ -27,8 +27,10 @@ def instance_unet(
     widths: Sequence[int] = (16, 32, 64, 96),
     act: str = "relu",
     norm: str = "batch",
-) -> UNet:
-    model = UNet(in_channels, num_classes + 4, widths, act, norm)
+    encoder: str = "plain",
+    fine_widths: Sequence[int] = (8, 8),
+) -> UNet | SpeedUNet:
+    model = build_unet(in_channels, num_classes + 4, widths, act, norm, encoder, fine_widths)
     with torch.no_grad():  # start at "no centre anywhere, no offset": the targets' mean, not noise
         model.head.weight[num_classes + 1 :].zero_()
         model.head.bias[num_classes + 1 :].zero_()

@@ -10,6 +10,13 @@ features to one score per class and pixel.
     unet(num_classes=10): (B, C, H, W) -> (B, 11, H, W), background + the 10 classes
 
 Sizes that are not a multiple of 2**(levels - 1) work too: each upsampled map is padded to its skip's size.
+
+`encoder="speednet"` swaps the plain encoder for SpeedNet's (trainlab/models/speednet.py): its 2x2 patch
+stem (stride 2) and conv groups (strides 4, 8, 16 for three widths), the detectors' backbone. The
+decoder climbs the same way, level by level with transposed convolutions and concatenated skips,
+through the stem's map (stride 2) and the input itself (stride 1), with narrow widths at the two fine
+levels. The expensive full-resolution work is the plain U-Net's first level; here the capacity sits at
+the coarse levels, where what the item is gets decided.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.errors import ConfigError
 from trainlab.models.factory import register_model
 from trainlab.nn.layers import conv_norm_act
 
@@ -75,6 +83,68 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+class SpeedUNet(nn.Module):
+    """A U-Net on SpeedNet's encoder: skips from the input, the stem (stride 2) and each conv group."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        widths: Sequence[int],
+        act: Any = "relu",
+        norm: Any = "batch",
+        fine_widths: Sequence[int] = (8, 8),
+    ):
+        super().__init__()
+        from trainlab.models.detector import backbone
+
+        widths = list(widths)
+        self.encoder = backbone(in_channels, widths, act, norm)
+        skips = [in_channels, self.encoder.stem.out_channels, *widths[:-1]]  # strides 1, 2, 4, ...
+        outs = [*fine_widths, *widths[:-1]]
+        self.upsample, self.up = nn.ModuleList(), nn.ModuleList()
+        c_in = widths[-1]
+        for skip, width in zip(reversed(skips), reversed(outs), strict=True):
+            self.upsample.append(nn.ConvTranspose2d(c_in, width, 2, stride=2))
+            self.up.append(double_conv(width + skip, width, act, norm))
+            c_in = width
+        self.head = nn.Conv2d(c_in, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_channels, H, W)
+        skips = [x, self.encoder.stem_act(self.encoder.stem(x))]
+        y = skips[-1]
+        for group in self.encoder.groups:
+            y = group(y)
+            skips.append(y)
+        skips.pop()  # the deepest map is where the decoder starts
+        for upsample, level in zip(self.upsample, self.up, strict=True):
+            skip = skips.pop()
+            y = upsample(y)
+            y = F.pad(y, (0, skip.shape[-1] - y.shape[-1], 0, skip.shape[-2] - y.shape[-2]))
+            y = level(torch.cat([y, skip], 1))
+        return self.head(y)
+
+
+def build_unet(
+    in_channels: int,
+    out_channels: int,
+    widths: Sequence[int],
+    act: str,
+    norm: str,
+    encoder: str,
+    fine_widths: Sequence[int] = (8, 8),
+) -> UNet | SpeedUNet:
+    if encoder == "plain":
+        return UNet(in_channels, out_channels, widths, act, norm)
+    if encoder == "speednet":
+        if len(fine_widths) != 2:
+            raise ConfigError(
+                f"model.fine_widths={list(fine_widths)!r}: expected two widths (strides 1 and 2)"
+            )
+        return SpeedUNet(in_channels, out_channels, widths, act, norm, fine_widths)
+    raise ConfigError(f"model.encoder={encoder!r}: expected 'plain' or 'speednet'")
+
+
 @register_model("unet")
 def unet(
     in_channels: int = 1,
@@ -83,6 +153,9 @@ def unet(
     widths: Sequence[int] = (16, 32, 64, 96),
     act: str = "relu",
     norm: str = "batch",
-) -> UNet:
-    """Semantic segmentation: num_classes + 1 scores per pixel (channel 0 is the background)."""
-    return UNet(in_channels, num_classes + 1, widths, act, norm)
+    encoder: str = "plain",
+    fine_widths: Sequence[int] = (8, 8),
+) -> UNet | SpeedUNet:
+    """Semantic segmentation: num_classes + 1 scores per pixel (channel 0 is the background).
+    `fine_widths`: the speednet encoder's decoder widths at strides 1 and 2."""
+    return build_unet(in_channels, num_classes + 1, widths, act, norm, encoder, fine_widths)
