@@ -41,6 +41,29 @@ def double_conv(c_in: int, c_out: int, act: Any, norm: Any) -> nn.Sequential:
     )
 
 
+def decoder(
+    c_in: int, skips: Sequence[int], widths: Sequence[int], act: Any, norm: Any
+) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The climb back up, deepest level first: at each level a 2x2 transposed conv (stride 2) from the
+    level below to `widths[i]`, concatenated with a skip of `skips[i]` channels, then two convs."""
+    upsample, up = nn.ModuleList(), nn.ModuleList()
+    for skip, width in zip(skips, widths, strict=True):
+        upsample.append(nn.ConvTranspose2d(c_in, width, 2, stride=2))
+        up.append(double_conv(width + skip, width, act, norm))  # upsampled + skip, concatenated
+        c_in = width
+    return upsample, up
+
+
+def decode(upsample: nn.ModuleList, up: nn.ModuleList, x: torch.Tensor, skips: list) -> torch.Tensor:
+    """Run `decoder`'s levels from the deepest map `x`, popping `skips` (shallowest first) as it climbs."""
+    for step, level in zip(upsample, up, strict=True):
+        skip = skips.pop()
+        x = step(x)
+        x = F.pad(x, (0, skip.shape[-1] - x.shape[-1], 0, skip.shape[-2] - x.shape[-2]))  # odd sizes
+        x = level(torch.cat([x, skip], 1))
+    return x
+
+
 class UNet(nn.Module):
     """Encoder widths[0..L-1] (the last one is the bottleneck), decoder back up to widths[0], then a
     1x1 conv to `out_channels` scores per pixel."""
@@ -61,13 +84,9 @@ class UNet(nn.Module):
             self.down.append(double_conv(c_in, width, act, norm))
             c_in = width
         self.pool = nn.MaxPool2d(2)
-        self.upsample = nn.ModuleList()
-        self.up = nn.ModuleList()
-        for width in reversed(widths[:-1]):
-            self.upsample.append(nn.ConvTranspose2d(c_in, width, 2, stride=2))
-            self.up.append(double_conv(2 * width, width, act, norm))  # upsampled + skip, concatenated
-            c_in = width
-        self.head = nn.Conv2d(c_in, out_channels, 1)
+        coarse_first = widths[-2::-1]
+        self.upsample, self.up = decoder(c_in, coarse_first, coarse_first, act, norm)
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_channels, H, W)
         skips = []
@@ -75,12 +94,7 @@ class UNet(nn.Module):
             x = level(x if i == 0 else self.pool(x))
             skips.append(x)
         skips.pop()  # the bottleneck has no skip of its own
-        for upsample, level in zip(self.upsample, self.up, strict=True):
-            skip = skips.pop()
-            x = upsample(x)
-            x = F.pad(x, (0, skip.shape[-1] - x.shape[-1], 0, skip.shape[-2] - x.shape[-2]))  # odd sizes
-            x = level(torch.cat([x, skip], 1))
-        return self.head(x)
+        return self.head(decode(self.upsample, self.up, x, skips))
 
 
 class SpeedUNet(nn.Module):
@@ -102,13 +116,8 @@ class SpeedUNet(nn.Module):
         self.encoder = backbone(in_channels, widths, act, norm)
         skips = [in_channels, self.encoder.stem.out_channels, *widths[:-1]]  # strides 1, 2, 4, ...
         outs = [*fine_widths, *widths[:-1]]
-        self.upsample, self.up = nn.ModuleList(), nn.ModuleList()
-        c_in = widths[-1]
-        for skip, width in zip(reversed(skips), reversed(outs), strict=True):
-            self.upsample.append(nn.ConvTranspose2d(c_in, width, 2, stride=2))
-            self.up.append(double_conv(width + skip, width, act, norm))
-            c_in = width
-        self.head = nn.Conv2d(c_in, out_channels, 1)
+        self.upsample, self.up = decoder(widths[-1], skips[::-1], outs[::-1], act, norm)
+        self.head = nn.Conv2d(fine_widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_channels, H, W)
         skips = [x, self.encoder.stem_act(self.encoder.stem(x))]
@@ -117,12 +126,7 @@ class SpeedUNet(nn.Module):
             y = group(y)
             skips.append(y)
         skips.pop()  # the deepest map is where the decoder starts
-        for upsample, level in zip(self.upsample, self.up, strict=True):
-            skip = skips.pop()
-            y = upsample(y)
-            y = F.pad(y, (0, skip.shape[-1] - y.shape[-1], 0, skip.shape[-2] - y.shape[-2]))
-            y = level(torch.cat([y, skip], 1))
-        return self.head(y)
+        return self.head(decode(self.upsample, self.up, y, skips))
 
 
 def build_unet(
