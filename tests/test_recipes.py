@@ -66,12 +66,12 @@ def test_gpu_recipe_paths_run_on_cpu_at_small_size(tmp_path):
 
     overrides = {
         "train.device": "cpu", "train.compile": False, "train.precision": "bf16", "train.channels_last": True,
-        "data.limit_train": 2048, "data.val_size": 256, "train.epochs": 2, "data.batch_size": 128,
-        "model.widths": [16, 32, 32], "train.ema": 0.9, "optim.lr": 0.1,
+        "data.limit_train": 1024, "data.val_size": 256, "data.limit_test": 1024, "train.epochs": 2,
+        "data.batch_size": 64, "model.widths": [16, 32, 32], "train.ema": 0.9, "optim.lr": 0.4,
     }  # fmt: skip
     result = train(load_config("speedrun", overrides), tmp_path / "run", callbacks=[Probe()], progress=False)
     assert seen == {"dtype": torch.bfloat16, "cl": True, "cl_weight": True}
-    assert result.summary["test_accuracy"] > 0.25  # learns (chance is 0.1) in 32 steps at this scale
+    assert result.summary["test_accuracy"] > 0.25  # learns (chance is 0.1; 0.41 measured) in 32 steps
 
 
 @pytest.mark.parametrize(("stride", "side"), [(1, 27), (2, 14)])

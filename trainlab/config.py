@@ -207,6 +207,8 @@ MODEL_OPTIONS: dict[str, tuple[Any, Rule | None]] = {
     "aux_logits": (bool, None),
     "logit_scale": (float, POSITIVE),
     "stem_stride": (int, OneOf((1, 2))),
+    "encoder": (str, OneOf(("plain", "speednet"))),  # unet, instance_net: trainlab.models.unet.build_unet
+    "fine_widths": (list[int], Items(Range(1, MAX_WIDTH))),  # speednet-encoder U-Net: strides 1 and 2
 }
 
 
@@ -240,7 +242,7 @@ class DataConfig(Section):
     )
     val_size: int = checked(COUNT_OR_ZERO, 5000)  # images held out of the training set, seeded
     limit_train: int | None = checked(COUNT, None)  # use only the first N training images (after the split)
-    limit_test: int | None = checked(COUNT, None)  # scenes runs (trainlab.vision_run): N test scenes
+    limit_test: int | None = checked(COUNT, None)  # test only the first N test images (or scenes)
     # keep N training images of each class (after the split and limit_train), seeded and stratified
     per_class: int | None = checked(COUNT, None)
     preprocess: str = checked(listed("preprocessing", "a preprocessing"), "channel_mean_std")

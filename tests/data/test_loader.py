@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from trainlab.data.loader import DeviceLoader
@@ -44,3 +45,18 @@ def test_state_dict_resumes_the_stream():
     fresh = make_loader(99, shuffle=True)
     fresh.load_state_dict(state)
     assert epoch_labels(fresh).equal(expected)
+
+
+@pytest.mark.parametrize("limit", [None, 7, 10**6])
+def test_limit_test_keeps_the_first_test_images(tiny_mnist, limit):
+    """data.limit_test: the first N test images (all of them when N is larger or unset)."""
+    from trainlab.config import load_config
+    from trainlab.data.datasets import load_dataset
+    from trainlab.data.splits import make_loaders
+
+    cfg = load_config("default", {"data.dataset": "mnist", "data.val_size": 50, "data.limit_test": limit})
+    data = load_dataset("mnist")
+    test = make_loaders(data, cfg, torch.device("cpu")).test
+    kept = 100 if limit is None or limit > 100 else limit
+    assert torch.equal(torch.cat([x for x, _ in test]), data.test_images[:kept])
+    assert torch.equal(torch.cat([y for _, y in test]), data.test_labels[:kept])

@@ -57,12 +57,13 @@ def test_loader(data: ImageDataset, cfg: Config, device: torch.device) -> Device
         raise DataError(
             f"{data.name} has no test split (an image folder's is ROOT/test/<class>/): nothing to evaluate"
         )
-    batch = cfg.data.eval_batch_size
+    batch, count = cfg.data.eval_batch_size, len(data.test_labels)
+    count = count if cfg.data.limit_test is None else min(count, cfg.data.limit_test)  # the first N
     if data.streamed:
-        indices = torch.arange(len(data.test_images))
+        indices = torch.arange(count)
         return StreamLoader(data.test_images, data.test_labels, indices, batch, workers=cfg.data.workers,
                             device=device)  # fmt: skip
-    return DeviceLoader(data.test_images.to(device), data.test_labels.to(device), batch)
+    return DeviceLoader(data.test_images[:count].to(device), data.test_labels[:count].to(device), batch)
 
 
 def per_class_subset(indices: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

@@ -24,19 +24,38 @@ def first_conv_weight(model: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def unit_range(t: torch.Tensor) -> torch.Tensor:
+    """t scaled to [0, 1] by its own minimum and maximum (a constant tile becomes 0)."""
+    return (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12)
+
+
+def montage(tiles: list[torch.Tensor], cols: int) -> torch.Tensor:
+    """The tiles (H, W) or (H, W, 3), each in [0, 1], in a grid of `cols` columns with a one-pixel gap of
+    NaN (drawn as the background): one image, so a figure draws one axis instead of one per tile (a
+    report's 100 axes took over a second)."""
+    rows = math.ceil(len(tiles) / cols)
+    h, w = tiles[0].shape[:2]
+    grid = torch.full((rows * (h + 1) - 1, cols * (w + 1) - 1, *tiles[0].shape[2:]), float("nan"))
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile
+    return grid
+
+
 def filters_figure(weight: torch.Tensor):
     """One tile per filter, each scaled to its own range; RGB when the layer reads 3 channels, else
     channel 0 in grey."""
     count = weight.shape[0]
     cols = min(count, 16)
     rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.7 * cols, 0.7 * rows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, w in zip(axes.flat, weight):
-        w = (w - w.min()) / (w.max() - w.min()).clamp_min(1e-12)  # (C_in, kH, kW) in [0, 1]
-        rgb = w.shape[0] == 3
-        ax.imshow(w.permute(1, 2, 0).numpy() if rgb else w[0].numpy(), cmap=None if rgb else "gray")
+    rgb = weight.shape[1] == 3
+    tiles = [unit_range(w).permute(1, 2, 0) if rgb else unit_range(w[0]) for w in weight]
+    grid = montage(tiles, cols)
+    if rgb:  # NaN has no colour in an RGB image: the gaps become white
+        grid = grid.nan_to_num(1.0)
+    fig, ax = plt.subplots(figsize=(0.7 * cols, 0.7 * rows + 0.4))
+    ax.axis("off")
+    ax.imshow(grid.numpy(), cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
     size = "x".join(map(str, weight.shape[2:]))
     fig.suptitle(f"First layer: {count} filters of {size}", fontsize=9)
     return fig
@@ -74,19 +93,20 @@ def stage_activations(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torc
 
 
 def activations_figure(image: torch.Tensor, stages: list[tuple[str, torch.Tensor]]):
-    """The input image, then one row per stage with up to MAX_MAPS of its channels."""
+    """The input image, then one row per stage with up to MAX_MAPS of its channels, each map scaled to
+    its own range."""
     fig, axes = plt.subplots(
-        len(stages) + 1, MAX_MAPS, figsize=(0.9 * MAX_MAPS, 1.05 * (len(stages) + 1)), squeeze=False
+        len(stages) + 1, 1, figsize=(0.9 * MAX_MAPS, 1.05 * (len(stages) + 1)), squeeze=False
     )
     for ax in axes.flat:
         ax.axis("off")
-    picture = image.cpu().numpy()
-    axes[0, 0].imshow(picture[0] if picture.shape[0] == 1 else picture[:3].transpose(1, 2, 0), cmap="gray")
-    axes[0, 0].set_title("input", fontsize=7)
-    for row, (name, maps) in zip(axes[1:], stages):
+    picture = image.cpu().float()
+    picture = picture[0] if picture.shape[0] == 1 else picture[:3].permute(1, 2, 0) / 255
+    axes[0, 0].imshow(picture.numpy(), cmap="gray", interpolation="nearest")
+    axes[0, 0].set_title("input", fontsize=7, loc="left")
+    for (ax,), (name, maps) in zip(axes[1:], stages):
         channels, h, w = maps.shape
-        for j, (ax, m) in enumerate(zip(row, maps[:MAX_MAPS])):
-            ax.imshow(m.numpy(), cmap="viridis")
-            if j == 0:
-                ax.set_title(f"{name}: {channels}x{h}x{w}", fontsize=7, loc="left", parse_math=False)
+        grid = montage([unit_range(m) for m in maps[:MAX_MAPS]], MAX_MAPS)
+        ax.imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+        ax.set_title(f"{name}: {channels}x{h}x{w}", fontsize=7, loc="left", parse_math=False)
     return fig
