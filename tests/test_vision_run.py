@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import trainlab
 from tests.conftest import Interrupted, StopAt
 from trainlab.cli import main
 from trainlab.config import load_config, recipe_names
@@ -51,7 +52,7 @@ def scene_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def detection_run(scene_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "detect"
-    train_vision(load_config(None, DETECTION), out, progress=False)
+    trainlab.train(load_config(None, DETECTION), out, progress=False)  # the public call: a scenes run
     return out
 
 

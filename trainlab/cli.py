@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             else Path("runs")
             / f"{cfg.data.dataset.replace(':', '_').replace('/', '_')}-{cfg.model.name}-{stamp}"
         )
-    from trainlab.vision_run import is_vision_run, train_vision
+    from trainlab.vision_run import is_vision_run
 
     vision = is_vision_run(cfg)  # a scenes dataset or a vision task: trainlab/vision_run.py
     if vision and args.nproc is not None:
@@ -83,8 +83,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         check_global_batch(cfg.data.batch_size, args.nproc)
         launch(args.nproc, worker_command(args.argv, str(out), bool(args.resume)))
         return
-    run = train_vision if vision else train
-    result = run(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
+    result = train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
     if distributed_rank() not in (None, 0):  # rank 0 speaks for a distributed run
         return
     for note in result.notes:

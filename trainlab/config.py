@@ -209,6 +209,7 @@ MODEL_OPTIONS: dict[str, tuple[Any, Rule | None]] = {
     "stem_stride": (int, OneOf((1, 2))),
     "encoder": (str, OneOf(("plain", "speednet"))),  # unet, instance_net: trainlab.models.unet.build_unet
     "fine_widths": (list[int], Items(Range(1, MAX_WIDTH))),  # speednet-encoder U-Net: strides 1 and 2
+    "coarse_scores": (bool, None),  # speednet-encoder U-Net: the class scores add stride-4 ones
 }
 
 

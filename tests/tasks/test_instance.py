@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -79,3 +80,21 @@ def test_every_loss_term_falls_on_a_tiny_overfit():
     with torch.no_grad():
         after = instance_loss(model(x), targets)
     assert all(after[k] < 0.3 * before[k] for k in before), (before, after)
+
+
+def test_the_dice_option_adds_the_soft_dice_loss_to_the_semantic_term_only():
+    from trainlab.errors import ConfigError
+    from trainlab.tasks.segmentation import soft_dice_loss
+
+    _, targets = fake_scenes(4)
+    torch.manual_seed(0)
+    outputs = torch.randn(4, NUM_OUTPUTS, *targets["instances"].shape[1:])
+    plain, dice = instance_loss(outputs, targets), instance_loss(outputs, targets, dice=True)
+    dice_term = soft_dice_loss(outputs[:, :HEAT], semantic_map(targets))
+    assert dice_term > 0.1  # random scores are far from the masks
+    torch.testing.assert_close(dice["semantic"], plain["semantic"] + dice_term, rtol=0, atol=0)
+    assert dice["centre"] == plain["centre"] and dice["offset"] == plain["offset"]
+    task = trainlab.create_task("instance", loss="ce+dice")
+    assert task.loss(outputs, targets) > trainlab.create_task("instance").loss(outputs, targets)
+    with pytest.raises(ConfigError, match=r"^task.loss='dice': expected one of ce, ce\+dice$"):
+        trainlab.create_task("instance", loss="dice")

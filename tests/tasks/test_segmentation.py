@@ -112,6 +112,42 @@ def test_unet_names_a_bad_encoder_and_bad_fine_widths():
     with pytest.raises(ConfigError, match="model.fine_widths=.*expected two widths"):
         trainlab.create_model("unet", encoder="speednet", fine_widths=[8])
 
+    with pytest.raises(ConfigError, match="model.coarse_scores: only the speednet encoder"):
+        trainlab.create_model("unet", encoder="plain", coarse_scores=True)
+
+
+@pytest.mark.parametrize(("name", "scores"), [("unet", 11), ("instance_unet", 11)])
+@pytest.mark.parametrize("size", [64, 28])
+def test_coarse_scores_add_the_upsampled_stride_4_scores_to_the_leading_outputs(name, scores, size):
+    """coarse_scores: the first 11 outputs are the fine head's plus the stride-4 head's, upsampled
+    bilinearly; the other outputs (the instance net's heatmap and offsets) are the fine head's alone."""
+    torch.manual_seed(0)
+    model = trainlab.create_model(name, encoder="speednet", widths=[8, 8, 8], coarse_scores=True).eval()
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.coarse_head.weight)
+        out = model(x)
+        coarse_head, model.coarse_head = model.coarse_head, None
+        fine = model(x)  # the same network without the stride-4 scores
+        skips = [x, model.encoder.stem_act(model.encoder.stem(x))]
+        for group in model.encoder.groups[:-1]:
+            skips.append(group(skips[-1]))
+        stride_4 = segmentation_decode(model, skips)
+        added = F.interpolate(coarse_head(stride_4), size=(size, size), mode="bilinear")
+    assert out.shape == fine.shape
+    assert torch.equal(out[:, :scores], fine[:, :scores] + added)  # the same operations, in the same order
+    assert torch.equal(out[:, scores:], fine[:, scores:])
+    assert (out[:, :scores] - fine[:, :scores]).abs().max() > 0.1
+
+
+def segmentation_decode(model, skips):
+    """The speednet U-Net's decoder up to stride 4, from the encoder's maps (input, stem, groups)."""
+    from trainlab.models.unet import decode
+
+    y = model.encoder.groups[-1](skips[-1])
+    k = model.coarse_levels
+    return decode(model.upsample[:k], model.up[:k], y, list(skips))
+
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_unet_fits_eight_scenes_through_the_trainer(encoder):

@@ -29,8 +29,11 @@ def instance_unet(
     norm: str = "batch",
     encoder: str = "plain",
     fine_widths: Sequence[int] = (8, 8),
+    coarse_scores: bool = False,
 ) -> UNet | SpeedUNet:
-    model = build_unet(in_channels, num_classes + 4, widths, act, norm, encoder, fine_widths)
+    """`coarse_scores` (speednet encoder): the semantic scores add scores predicted at stride 4."""
+    coarse = num_classes + 1 if coarse_scores else 0
+    model = build_unet(in_channels, num_classes + 4, widths, act, norm, encoder, fine_widths, coarse)
     with torch.no_grad():  # start at "no centre anywhere, no offset": the targets' mean, not noise
         model.head.weight[num_classes + 1 :].zero_()
         model.head.bias[num_classes + 1 :].zero_()

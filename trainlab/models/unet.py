@@ -108,6 +108,7 @@ class SpeedUNet(nn.Module):
         act: Any = "relu",
         norm: Any = "batch",
         fine_widths: Sequence[int] = (8, 8),
+        coarse_scores: int = 0,
     ):
         super().__init__()
         from trainlab.models.detector import backbone
@@ -118,6 +119,11 @@ class SpeedUNet(nn.Module):
         outs = [*fine_widths, *widths[:-1]]
         self.upsample, self.up = decoder(widths[-1], skips[::-1], outs[::-1], act, norm)
         self.head = nn.Conv2d(fine_widths[0], out_channels, 1)
+        self.coarse_levels = len(widths) - 1  # the decoder's levels up to stride 4
+        # the first `coarse_scores` outputs also read the stride-4 map (widths[0] channels, a 1x1 conv,
+        # upsampled bilinearly): FCN's coarse-plus-fine fusion, so that what an item is comes from deep
+        # features and not only from the fine_widths channels at full resolution
+        self.coarse_head = nn.Conv2d(widths[0], coarse_scores, 1) if coarse_scores else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_channels, H, W)
         skips = [x, self.encoder.stem_act(self.encoder.stem(x))]
@@ -126,7 +132,13 @@ class SpeedUNet(nn.Module):
             y = group(y)
             skips.append(y)
         skips.pop()  # the deepest map is where the decoder starts
-        return self.head(decode(self.upsample, self.up, y, skips))
+        k = self.coarse_levels
+        coarse = decode(self.upsample[:k], self.up[:k], y, skips)  # stride 4
+        out = self.head(decode(self.upsample[k:], self.up[k:], coarse, skips))
+        if self.coarse_head is None:
+            return out
+        scores = F.interpolate(self.coarse_head(coarse), size=out.shape[-2:], mode="bilinear")
+        return torch.cat([out[:, : len(scores[0])] + scores, out[:, len(scores[0]) :]], 1)
 
 
 def build_unet(
@@ -137,15 +149,20 @@ def build_unet(
     norm: str,
     encoder: str,
     fine_widths: Sequence[int] = (8, 8),
+    coarse_scores: int = 0,
 ) -> UNet | SpeedUNet:
+    """The plain or the speednet-encoder U-Net; `coarse_scores` (speednet only): that many leading
+    outputs add scores predicted at stride 4."""
     if encoder == "plain":
+        if coarse_scores:
+            raise ConfigError("model.coarse_scores: only the speednet encoder has them (encoder='speednet')")
         return UNet(in_channels, out_channels, widths, act, norm)
     if encoder == "speednet":
         if len(fine_widths) != 2:
             raise ConfigError(
                 f"model.fine_widths={list(fine_widths)!r}: expected two widths (strides 1 and 2)"
             )
-        return SpeedUNet(in_channels, out_channels, widths, act, norm, fine_widths)
+        return SpeedUNet(in_channels, out_channels, widths, act, norm, fine_widths, coarse_scores)
     raise ConfigError(f"model.encoder={encoder!r}: expected 'plain' or 'speednet'")
 
 
@@ -159,7 +176,10 @@ def unet(
     norm: str = "batch",
     encoder: str = "plain",
     fine_widths: Sequence[int] = (8, 8),
+    coarse_scores: bool = False,
 ) -> UNet | SpeedUNet:
     """Semantic segmentation: num_classes + 1 scores per pixel (channel 0 is the background).
-    `fine_widths`: the speednet encoder's decoder widths at strides 1 and 2."""
-    return build_unet(in_channels, num_classes + 1, widths, act, norm, encoder, fine_widths)
+    `fine_widths`: the speednet encoder's decoder widths at strides 1 and 2; `coarse_scores`: add
+    scores predicted at stride 4 (speednet encoder)."""
+    coarse = num_classes + 1 if coarse_scores else 0
+    return build_unet(in_channels, num_classes + 1, widths, act, norm, encoder, fine_widths, coarse)

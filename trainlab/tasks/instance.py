@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.data.scenes import mask_boxes
+from trainlab.errors import ConfigError
 from trainlab.tasks.base import TASKS, Task
 from trainlab.tasks.coco_eval import Detections, evaluate_coco
 from trainlab.tasks.segmentation import (
@@ -32,6 +33,7 @@ from trainlab.tasks.segmentation import (
     infer_flipped,
     scores_of_confusion,
     semantic_map,
+    soft_dice_loss,
 )
 from trainlab.tasks.tta import TTAPolicy
 
@@ -70,14 +72,19 @@ def centre_targets(targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torc
     return heat, offsets
 
 
-def instance_loss(outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The three terms, each a 0-d tensor (the offset term is the mean over item pixels)."""
+def instance_loss(
+    outputs: torch.Tensor, targets: dict[str, torch.Tensor], dice: bool = False
+) -> dict[str, torch.Tensor]:
+    """The three terms, each a 0-d tensor (the offset term is the mean over item pixels); with `dice`,
+    the semantic term adds the soft Dice loss to the cross-entropy (trainlab.tasks.segmentation)."""
     outputs = outputs.float()
     heat, offsets = centre_targets(targets)
     fg = (targets["instances"] > 0)[:, None]  # (B, 1, S, S)
     offset_error = (outputs[:, DY : DX + 1] - offsets).abs() * fg
+    truth = semantic_map(targets)
+    semantic = F.cross_entropy(outputs[:, :NUM_CLASSES], truth)
     return {
-        "semantic": F.cross_entropy(outputs[:, :NUM_CLASSES], semantic_map(targets)),
+        "semantic": semantic + soft_dice_loss(outputs[:, :NUM_CLASSES], truth) if dice else semantic,
         "centre": F.mse_loss(outputs[:, HEAT], heat),
         "offset": offset_error.sum() / (2 * fg.sum()).clamp_min(1),
     }
@@ -85,6 +92,9 @@ def instance_loss(outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> di
 
 def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
     return terms["semantic"] + CENTRE_WEIGHT * terms["centre"] + OFFSET_WEIGHT * terms["offset"]
+
+
+LOSSES = ("ce", "ce+dice")  # the semantic term's
 
 
 @torch.no_grad()
@@ -146,8 +156,13 @@ class Instance(Task):
     higher_is_better = True
     num_outputs = NUM_OUTPUTS
 
+    def __init__(self, loss: str = "ce"):
+        if loss not in LOSSES:
+            raise ConfigError(f"task.loss={loss!r}: expected one of {', '.join(LOSSES)}")
+        self.dice = loss == "ce+dice"
+
     def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        return total_loss(instance_loss(outputs, targets))
+        return total_loss(instance_loss(outputs, targets, self.dice))
 
     def metric_sums(self, device: torch.device) -> dict[str, torch.Tensor]:
         return {"pixel_accuracy": torch.zeros((), device=device)}
@@ -165,7 +180,7 @@ class Instance(Task):
         loss, confusion = 0.0, torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long, device=outputs.device)
         for s in range(0, len(outputs), CHUNK):
             part, chunk = outputs[s : s + CHUNK], {k: v[s : s + CHUNK] for k, v in targets.items()}
-            loss = loss + total_loss(instance_loss(part, chunk)) * len(part)
+            loss = loss + total_loss(instance_loss(part, chunk, self.dice)) * len(part)
             add_confusion(confusion, part[:, :NUM_CLASSES], semantic_map(chunk))
         dets = decode(outputs)
         gt = (targets["labels"].cpu(), targets["boxes"].cpu())
