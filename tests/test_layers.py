@@ -34,7 +34,7 @@ LAYERS = [
         "vision_run",
         "vision_predict",
     },  # fmt: skip
-    {"catalog", "cli", "__main__"},
+    {"catalog", "dispatch", "cli", "__main__"},
 ]
 LAYER = {top: level for level, tops in enumerate(LAYERS) for top in tops}
 

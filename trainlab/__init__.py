@@ -23,7 +23,7 @@ _API = {
     "load_dataset": "trainlab.data.datasets",
     "load_config": "trainlab.config",
     "Config": "trainlab.config",
-    "train": "trainlab.run",
+    "train": "trainlab.dispatch",
     "RunResult": "trainlab.run",
     "create_task": "trainlab.tasks",
     "list_tasks": "trainlab.tasks",

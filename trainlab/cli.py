@@ -21,8 +21,8 @@ EXIT_BAD_INPUT = 2
 
 def cmd_train(args: argparse.Namespace) -> None:
     from trainlab.config import flatten, load_config, parse_override
+    from trainlab.dispatch import train
     from trainlab.io import read_json
-    from trainlab.run import train
 
     overrides = [
         f"{key}={value}"

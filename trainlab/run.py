@@ -131,14 +131,7 @@ def train(
     out/checkpoints/last.safetensors (mid-epoch too), or from step 0 if the run stopped before its
     first checkpoint; `cfg` may differ from out/config.json in rundir.RESUMABLE keys only, and the new
     values are recorded there. Resuming a finished run trains nothing, writes nothing and says so.
-    A scenes run (a localization, detection, segmentation or instance task) goes to
-    trainlab.vision_run.train_vision, under the same rules."""
-    from trainlab.vision_run import is_vision_run, train_vision
-
-    if is_vision_run(cfg):
-        return train_vision(
-            cfg, out, resume=resume, overwrite=overwrite, callbacks=callbacks, progress=progress
-        )
+    (`trainlab.train`, trainlab.dispatch, also takes scenes runs.)"""
     check_model_options(cfg.model.name, cfg.model.options)  # before any data or directory is touched
     tta_of(cfg.eval.tta, cfg.train.tta)
     check_averaging(cfg)
