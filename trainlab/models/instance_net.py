@@ -7,6 +7,8 @@ outputs of centre-based grouping (Cheng et al. 2020, "Panoptic-DeepLab"; trainla
 
 One shared decoder serves the three heads: the scenes are small and the heads need the same
 full-resolution features (Panoptic-DeepLab's separate decoders pay off on 1024x2048 street scenes).
+With `coarse_scores` (speednet encoder) the semantic scores also read the decoder's stride-4 map: with
+only the shared full-resolution channels, the classes did not emerge (docs/vision.md).
 """
 
 from __future__ import annotations

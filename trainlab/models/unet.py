@@ -137,8 +137,9 @@ class SpeedUNet(nn.Module):
         out = self.head(decode(self.upsample[k:], self.up[k:], coarse, skips))
         if self.coarse_head is None:
             return out
+        n = self.coarse_head.out_channels
         scores = F.interpolate(self.coarse_head(coarse), size=out.shape[-2:], mode="bilinear")
-        return torch.cat([out[:, : len(scores[0])] + scores, out[:, len(scores[0]) :]], 1)
+        return torch.cat([out[:, :n] + scores, out[:, n:]], 1)
 
 
 def build_unet(

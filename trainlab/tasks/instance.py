@@ -24,16 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.data.scenes import mask_boxes
-from trainlab.errors import ConfigError
 from trainlab.tasks.base import TASKS, Task
 from trainlab.tasks.coco_eval import Detections, evaluate_coco
 from trainlab.tasks.segmentation import (
     NUM_CLASSES,
     add_confusion,
+    check_semantic_loss,
     infer_flipped,
     scores_of_confusion,
+    semantic_loss,
     semantic_map,
-    soft_dice_loss,
 )
 from trainlab.tasks.tta import TTAPolicy
 
@@ -81,10 +81,8 @@ def instance_loss(
     heat, offsets = centre_targets(targets)
     fg = (targets["instances"] > 0)[:, None]  # (B, 1, S, S)
     offset_error = (outputs[:, DY : DX + 1] - offsets).abs() * fg
-    truth = semantic_map(targets)
-    semantic = F.cross_entropy(outputs[:, :NUM_CLASSES], truth)
     return {
-        "semantic": semantic + soft_dice_loss(outputs[:, :NUM_CLASSES], truth) if dice else semantic,
+        "semantic": semantic_loss(outputs[:, :NUM_CLASSES], semantic_map(targets), dice),
         "centre": F.mse_loss(outputs[:, HEAT], heat),
         "offset": offset_error.sum() / (2 * fg.sum()).clamp_min(1),
     }
@@ -92,9 +90,6 @@ def instance_loss(
 
 def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
     return terms["semantic"] + CENTRE_WEIGHT * terms["centre"] + OFFSET_WEIGHT * terms["offset"]
-
-
-LOSSES = ("ce", "ce+dice")  # the semantic term's
 
 
 @torch.no_grad()
@@ -156,10 +151,8 @@ class Instance(Task):
     higher_is_better = True
     num_outputs = NUM_OUTPUTS
 
-    def __init__(self, loss: str = "ce"):
-        if loss not in LOSSES:
-            raise ConfigError(f"task.loss={loss!r}: expected one of {', '.join(LOSSES)}")
-        self.dice = loss == "ce+dice"
+    def __init__(self, loss: str = "ce"):  # the semantic term's: ce or ce+dice
+        self.dice = check_semantic_loss(loss)
 
     def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         return total_loss(instance_loss(outputs, targets, self.dice))

@@ -79,6 +79,19 @@ def soft_dice_loss(logits: torch.Tensor, truth: torch.Tensor, smooth: float = 1.
     return 1 - ((2 * inter + smooth) / (total + smooth)).mean()
 
 
+def check_semantic_loss(loss: str) -> bool:
+    """Whether task.loss (one of LOSSES) adds the soft Dice loss; ConfigError for any other name."""
+    if loss not in LOSSES:
+        raise ConfigError(f"task.loss={loss!r}: expected one of {', '.join(LOSSES)}")
+    return loss == "ce+dice"
+
+
+def semantic_loss(logits: torch.Tensor, truth: torch.Tensor, dice: bool) -> torch.Tensor:
+    """The per-pixel cross-entropy of the (B, 11, S, S) scores, plus soft_dice_loss with `dice`."""
+    loss = F.cross_entropy(logits.float(), truth)
+    return loss + soft_dice_loss(logits, truth) if dice else loss
+
+
 def infer_flipped(model: nn.Module, x: torch.Tensor, tta: bool | str | TTAPolicy, unflip) -> torch.Tensor:
     """Outputs that are images: with a flip policy, the mean of model(x) and unflip(model(mirror of x)).
     Shifted views are not supported: their edge padding cannot be moved back exactly."""
@@ -100,14 +113,10 @@ class Segmentation(Task):
     higher_is_better = True
 
     def __init__(self, loss: str = "ce"):
-        if loss not in LOSSES:
-            raise ConfigError(f"task.loss={loss!r}: expected one of {', '.join(LOSSES)}")
-        self.loss_name = loss
+        self.dice = check_semantic_loss(loss)
 
     def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        truth = semantic_map(targets)
-        loss = F.cross_entropy(outputs.float(), truth)
-        return loss + soft_dice_loss(outputs, truth) if self.loss_name == "ce+dice" else loss
+        return semantic_loss(outputs, semantic_map(targets), self.dice)
 
     def metric_sums(self, device: torch.device) -> dict[str, torch.Tensor]:
         return {"pixel_accuracy": torch.zeros((), device=device)}
